@@ -1,0 +1,22 @@
+"""Provider handlers: one module per provider, registered here by its config `type`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from handlers.base import ProviderHandler
+from handlers.leadsquared import LeadSquaredHandler
+
+HANDLER_KINDS: dict[str, type[ProviderHandler]] = {
+    LeadSquaredHandler.kind: LeadSquaredHandler,
+}
+
+
+def build_handlers(providers: Mapping[str, Mapping[str, Any]]) -> dict[str, ProviderHandler]:
+    """One handler per configured (enabled) provider entry."""
+    return {
+        name: HANDLER_KINDS[settings["type"]](name, settings)
+        for name, settings in providers.items()
+        if settings.get("enabled", True)
+    }

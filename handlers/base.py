@@ -1,0 +1,202 @@
+"""One interface for every provider handler.
+
+A handler builds the provider's request from a `ProviderUpdate` (one or several coalesced
+commands for one lead), sends it with a pooled `requests.Session` and a timeout, and
+classifies the answer. Handlers know nothing of queues, dedup or Kafka.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from service.command import LeadIdentity
+from service.redact import redact, redact_obj
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    TRANSIENT = "transient"  # retry with backoff, uses the retry budget
+    RATE_LIMITED = "rate_limited"  # 429: reschedule, does not use the retry budget
+    PERMANENT = "permanent"  # dead-letter now
+    ACCEPTED = "accepted"  # async: accepted, poll `request_id` for the end state
+    PENDING = "pending"  # async poll: not finished yet
+
+
+@dataclass
+class DeliveryResult:
+    outcome: Outcome
+    reason: str = ""
+    status_code: int | None = None
+    retry_after: float | None = None  # seconds
+    response: Any = None  # redacted, JSON-serialisable
+    request_id: str | None = None  # async APIs
+    stage: str = "provider"  # where it failed: "provider", "config", "mapping", "lookup"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.DELIVERED, Outcome.ACCEPTED)
+
+
+@dataclass(frozen=True)
+class ProviderUpdate:
+    """What one provider call carries: a lead and the changes to apply (canonical names)."""
+
+    lead: LeadIdentity
+    changes: Mapping[str, Any]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    post_updated_lead: bool = True
+    command_ids: tuple[str, ...] = ()
+
+
+class PermanentError(Exception):
+    """Raised inside a handler for a problem no retry can fix (bad mapping, unknown lead)."""
+
+    def __init__(self, reason: str, stage: str = "mapping", details: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.stage = stage
+        self.details = details or {}
+
+
+class TransientError(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def make_session(pool_size: int = 16) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (now if now is not None else time.time()))
+
+
+def response_body(response: requests.Response) -> Any:
+    try:
+        return redact_obj(response.json())
+    except ValueError:
+        return redact(response.text[:2000])
+
+
+def classify_http(response: requests.Response, what: str) -> DeliveryResult:
+    """The default mapping from an HTTP answer to an outcome; handlers refine it."""
+    status = response.status_code
+    body = response_body(response)
+    if 200 <= status < 300:
+        return DeliveryResult(Outcome.DELIVERED, status_code=status, response=body)
+    if status == 429:
+        return DeliveryResult(
+            Outcome.RATE_LIMITED,
+            reason=f"{what}: 429 rate limited",
+            status_code=status,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            response=body,
+        )
+    if status in (408, 425) or status >= 500:
+        return DeliveryResult(
+            Outcome.TRANSIENT, reason=f"{what}: HTTP {status}", status_code=status, response=body
+        )
+    stage = "config" if status in (401, 403) else "provider"
+    return DeliveryResult(
+        Outcome.PERMANENT, reason=f"{what}: HTTP {status}", status_code=status, response=body, stage=stage
+    )
+
+
+def classify_exception(exc: Exception, what: str) -> DeliveryResult:
+    """Timeouts, DNS failures and connection resets are transient."""
+    return DeliveryResult(Outcome.TRANSIENT, reason=f"{what}: {type(exc).__name__}: {redact(str(exc))}")
+
+
+class ProviderHandler:
+    """Subclass per provider kind. One instance per configured provider account."""
+
+    kind: ClassVar[str]
+    # Canonical field -> provider field, as data; config `field_map` entries override these.
+    default_field_map: ClassVar[dict[str, str]] = {}
+    # Canonical status -> provider status; config `status_map` entries override these.
+    default_status_map: ClassVar[dict[str, str]] = {}
+    # Extra config keys this handler accepts, as marshmallow fields.
+    settings_fields: ClassVar[dict[str, Any]] = {}
+    # Default rate limit (calls, per seconds); None: no limit.
+    default_rate_limit: ClassVar[tuple[int, float] | None] = None
+    # Whether deliveries end in ACCEPTED and need `poll`.
+    is_async: ClassVar[bool] = False
+
+    def __init__(
+        self, name: str, settings: Mapping[str, Any], session: requests.Session | None = None
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.session = session or make_session()
+        self.timeout: tuple[float, float] = (
+            float(settings.get("connect_timeout_seconds", 5.0)),
+            float(settings.get("timeout_seconds", 15.0)),
+        )
+        self.field_map = {**self.default_field_map, **dict(settings.get("field_map") or {})}
+        self.status_map = {**self.default_status_map, **dict(settings.get("status_map") or {})}
+
+    @property
+    def account(self) -> str:
+        """The rate-limit bucket: one per provider account (credentials), not per replica."""
+        return self.name
+
+    def configuration_problem(self) -> str | None:
+        """A reason this provider cannot deliver (missing credentials); None when ready."""
+        return None
+
+    def deliver(self, update: ProviderUpdate) -> DeliveryResult:
+        raise NotImplementedError
+
+    def poll(self, request_id: str) -> DeliveryResult:
+        raise NotImplementedError(f"{self.kind} is not asynchronous")
+
+    def confirm_applied(self, update: ProviderUpdate) -> bool | None:
+        """After a crash mid-call: did the provider already apply `update`? None: cannot tell."""
+        return None
+
+    def map_fields(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Canonical changes -> provider fields; unmapped canonical fields are left out."""
+        mapped: dict[str, Any] = {}
+        for name, value in changes.items():
+            target = self.field_map.get(name)
+            if not target:
+                continue
+            if name == "status" and value is not None:
+                value = self.map_status(str(value))
+            mapped[target] = value
+        return mapped
+
+    def map_status(self, status: str) -> str:
+        if status in self.status_map:
+            return self.status_map[status]
+        raise PermanentError(
+            f"{self.name}: status {status!r} has no mapping (status_map knows: {', '.join(sorted(self.status_map)) or 'none'})",
+            stage="mapping",
+        )

@@ -1,0 +1,250 @@
+"""LeadSquared: Update a Lead (sync), seed 001.
+
+`POST {host}/v2/LeadManagement.svc/Lead.Update?accessKey=..&secretKey=..&leadId=..&postUpdatedLead=true`
+with a JSON list of `{"Attribute", "Value"}`. Without a lead id the lead is found by email
+(`Leads.GetByEmailaddress`) then by phone (`RetrieveLeadByPhoneNumber`), and cached.
+`postUpdatedLead=true` is always sent so the customer's automations fire.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import requests
+from marshmallow import fields, validate
+
+from handlers.base import (
+    DeliveryResult,
+    Outcome,
+    PermanentError,
+    ProviderHandler,
+    ProviderUpdate,
+    TransientError,
+    classify_exception,
+    classify_http,
+    response_body,
+)
+from service.redact import redact
+
+UPDATE_PATH = "/v2/LeadManagement.svc/Lead.Update"
+BY_EMAIL_PATH = "/v2/LeadManagement.svc/Leads.GetByEmailaddress"
+BY_PHONE_PATH = "/v2/LeadManagement.svc/RetrieveLeadByPhoneNumber"
+BY_ID_PATH = "/v2/LeadManagement.svc/Leads.GetById"
+
+
+def lsq_value(value: Any) -> str:
+    """LeadSquared takes every value as a string; null clears the field."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def classify_leadsquared(response: requests.Response, what: str) -> DeliveryResult:
+    """LeadSquared reports business errors as HTTP 500 with an `MX*Exception`: not retryable."""
+    result = classify_http(response, what)
+    body = result.response if isinstance(result.response, dict) else {}
+    exception_type = str(body.get("ExceptionType") or "")
+    if result.outcome is Outcome.TRANSIENT and exception_type.startswith("MX"):
+        message = body.get("ExceptionMessage") or exception_type
+        return DeliveryResult(
+            Outcome.PERMANENT,
+            reason=f"{what}: {exception_type}: {message}",
+            status_code=result.status_code,
+            response=result.response,
+        )
+    if result.outcome is Outcome.PERMANENT and body.get("ExceptionMessage"):
+        result.reason = f"{result.reason}: {body.get('ExceptionMessage')}"
+    if result.status_code == 401:
+        result.reason += " (check accessKey/secretKey and the account's API host)"
+    return result
+
+
+class LeadIdCache:
+    """Email/phone -> LeadSquared ProspectID, with a TTL; shared by the handler's threads."""
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self.ttl = ttl_seconds
+        self._items: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item and item[1] > time.monotonic():
+                return item[0]
+            self._items.pop(key, None)
+            return None
+
+    def put(self, key: str, lead_id: str) -> None:
+        with self._lock:
+            if len(self._items) > 100_000:
+                self._items.clear()
+            self._items[key] = (lead_id, time.monotonic() + self.ttl)
+
+
+class LeadSquaredHandler(ProviderHandler):
+    kind: ClassVar[str] = "leadsquared"
+    default_rate_limit: ClassVar[tuple[int, float] | None] = (25, 5.0)
+    default_field_map: ClassVar[dict[str, str]] = {
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "email": "EmailAddress",
+        "phone": "Phone",
+        "mobile": "Mobile",
+        "company": "Company",
+        "job_title": "JobTitle",
+        "website": "Website",
+        "city": "mx_City",
+        "state": "mx_State",
+        "country": "mx_Country",
+        "zip": "mx_Zip",
+        "lead_source": "Source",
+        "status": "ProspectStage",
+        "value": "mx_Deal_Value",
+        "note": "Notes",
+        "loss_reason": "mx_Loss_Reason",
+        "score": "Score",
+    }
+    default_status_map: ClassVar[dict[str, str]] = {
+        "new": "Prospect",
+        "contacted": "Contacted",
+        "qualified": "Opportunity",
+        "follow_up": "Follow Up",
+        "unqualified": "Invalid",
+        "won": "Customer",
+        "lost": "Lost",
+    }
+    settings_fields: ClassVar[dict[str, Any]] = {
+        "access_key": fields.String(load_default=None, allow_none=True),
+        "secret_key": fields.String(load_default=None, allow_none=True),
+        "lookup_cache_seconds": fields.Float(load_default=3600.0, validate=validate.Range(min=0)),
+    }
+
+    def __init__(
+        self, name: str, settings: Mapping[str, Any], session: requests.Session | None = None
+    ) -> None:
+        super().__init__(name, settings, session)
+        self.base_url = (settings.get("base_url") or "https://api.leadsquared.com").rstrip("/")
+        self.lead_ids = LeadIdCache(float(settings.get("lookup_cache_seconds", 3600.0)))
+
+    @property
+    def account(self) -> str:
+        # Every replica and every provider entry using the same keys shares one limit.
+        return f"leadsquared:{self.base_url}:{self.settings.get('access_key') or self.name}"
+
+    def configuration_problem(self) -> str | None:
+        missing = [k for k in ("access_key", "secret_key") if not self.settings.get(k)]
+        if missing:
+            return f"{self.name}: {' and '.join(missing)} not configured"
+        return None
+
+    def _auth(self) -> dict[str, str]:
+        return {"accessKey": self.settings["access_key"], "secretKey": self.settings["secret_key"]}
+
+    def _get(self, path: str, params: dict[str, str], what: str) -> Any:
+        try:
+            response = self.session.get(
+                self.base_url + path, params={**self._auth(), **params}, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise TransientError(classify_exception(exc, what).reason) from None
+        result = classify_leadsquared(response, what)
+        if result.outcome is Outcome.DELIVERED:
+            return response_body(response)
+        if result.outcome in (Outcome.TRANSIENT, Outcome.RATE_LIMITED):
+            raise TransientError(result.reason, result.retry_after)
+        raise PermanentError(result.reason, stage="config" if result.status_code == 401 else "lookup")
+
+    def resolve_lead_id(self, update: ProviderUpdate) -> str:
+        lead = update.lead
+        if lead.id:
+            return lead.id
+        lookups = []
+        if lead.email:
+            lookups.append((f"email:{lead.email}", BY_EMAIL_PATH, {"emailaddress": lead.email}))
+        if lead.phone:
+            digits = "".join(ch for ch in lead.phone if ch.isdigit())
+            lookups.append((f"phone:{digits}", BY_PHONE_PATH, {"phone": digits}))
+        for cache_key, path, params in lookups:
+            cached = self.lead_ids.get(cache_key)
+            if cached:
+                return cached
+            found = self._get(path, params, f"{self.name} lead lookup by {cache_key.split(':')[0]}")
+            if (
+                isinstance(found, list)
+                and found
+                and isinstance(found[0], dict)
+                and found[0].get("ProspectID")
+            ):
+                lead_id = str(found[0]["ProspectID"])
+                self.lead_ids.put(cache_key, lead_id)
+                return lead_id
+        raise PermanentError(
+            f"{self.name}: no lead found for {', '.join(k.split(':')[0] for k, _, _ in lookups)}",
+            stage="lookup",
+        )
+
+    def build_body(self, update: ProviderUpdate) -> list[dict[str, str]]:
+        return [
+            {"Attribute": attr, "Value": lsq_value(value)}
+            for attr, value in self.map_fields(update.changes).items()
+        ]
+
+    def update_params(self, lead_id: str, update: ProviderUpdate) -> dict[str, str]:
+        params = {**self._auth(), "leadId": lead_id}
+        if update.post_updated_lead:
+            params["postUpdatedLead"] = "true"
+        return params
+
+    def deliver(self, update: ProviderUpdate) -> DeliveryResult:
+        what = f"{self.name} Lead.Update"
+        try:
+            lead_id = self.resolve_lead_id(update)
+            body = self.build_body(update)
+        except PermanentError as exc:
+            return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage)
+        except TransientError as exc:
+            return DeliveryResult(
+                Outcome.TRANSIENT, reason=exc.reason, retry_after=exc.retry_after, stage="lookup"
+            )
+        if not body:
+            return DeliveryResult(Outcome.DELIVERED, reason="no mapped field to update; nothing sent")
+        try:
+            response = self.session.post(
+                self.base_url + UPDATE_PATH,
+                params=self.update_params(lead_id, update),
+                json=body,
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            return classify_exception(exc, what)
+        result = classify_leadsquared(response, what)
+        result.details["lead_id"] = lead_id
+        if result.outcome is Outcome.DELIVERED and isinstance(result.response, dict):
+            if str(result.response.get("Status", "Success")).lower() != "success":
+                return DeliveryResult(
+                    Outcome.PERMANENT,
+                    reason=f"{what}: {redact(str(result.response))}",
+                    response=result.response,
+                )
+        return result
+
+    def confirm_applied(self, update: ProviderUpdate) -> bool | None:
+        """Read the lead back and compare every attribute we were sending when we crashed."""
+        try:
+            lead_id = self.resolve_lead_id(update)
+            expected = self.build_body(update)
+            found = self._get(BY_ID_PATH, {"id": lead_id}, f"{self.name} Leads.GetById")
+        except (PermanentError, TransientError):
+            return None
+        if not (isinstance(found, list) and found and isinstance(found[0], dict)):
+            return None
+        current = found[0]
+        return all(lsq_value(current.get(item["Attribute"])) == item["Value"] for item in expected)

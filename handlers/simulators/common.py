@@ -1,0 +1,146 @@
+"""What every provider simulator shares: a call log, programmable faults, a sliding-window
+limit, and serving a Flask app on a loopback port in a thread (tests, demo, benchmarks).
+
+Control endpoints live under `/_sim/` so they never collide with a provider path:
+`GET /_sim/calls`, `POST /_sim/reset`, `POST /_sim/faults` (`{"path": "...", "status": 500,
+"count": 2}`), `POST /_sim/leads` (seed leads).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.serving import BaseWSGIServer, make_server
+
+
+class SlidingWindowLimit:
+    """At most `calls` in any `per_seconds` window, per key (the documented provider limit)."""
+
+    def __init__(self, calls: int | None, per_seconds: float) -> None:
+        self.calls = calls
+        self.per_seconds = per_seconds
+        self._hits: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> tuple[bool, float]:
+        """(allowed, seconds until a slot frees)."""
+        if not self.calls:
+            return True, 0.0
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits[key]
+            while hits and hits[0] <= now - self.per_seconds:
+                hits.popleft()
+            if len(hits) >= self.calls:
+                return False, hits[0] + self.per_seconds - now
+            hits.append(now)
+            return True, 0.0
+
+    def reset(self) -> None:
+        with self._lock:
+            self._hits.clear()
+
+
+@dataclass
+class Fault:
+    path: str  # substring of the request path
+    status: int
+    count: int
+    body: Any = None
+    delay_seconds: float = 0.0
+
+
+@dataclass
+class SimulatorState:
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    rejected_429: int = 0
+
+    def record(self, status: int) -> None:
+        body = request.get_data(as_text=True)
+        with self.lock:
+            self.calls.append(
+                {
+                    "at": time.time(),
+                    "method": request.method,
+                    "path": request.path,
+                    "query": request.args.to_dict(),
+                    "headers": {k.lower(): v for k, v in request.headers.items()},
+                    "body": body,
+                    "json": request.get_json(silent=True),
+                    "status": status,
+                }
+            )
+            if status == 429:
+                self.rejected_429 += 1
+
+    def take_fault(self, path: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.path in path and fault.count > 0:
+                    fault.count -= 1
+                    return fault
+        return None
+
+
+def add_control_routes(
+    app: Flask, state: SimulatorState, reset_extra: Any = None, seed_leads: Any = None
+) -> None:
+    @app.get("/_sim/calls")
+    def sim_calls() -> Response:
+        with state.lock:
+            return jsonify({"calls": list(state.calls), "rejected_429": state.rejected_429})
+
+    @app.post("/_sim/reset")
+    def sim_reset() -> Response:
+        with state.lock:
+            state.calls.clear()
+            state.faults.clear()
+            state.rejected_429 = 0
+        if reset_extra:
+            reset_extra()
+        return jsonify({"ok": True})
+
+    @app.post("/_sim/faults")
+    def sim_faults() -> Response:
+        spec = request.get_json(force=True)
+        with state.lock:
+            state.faults.append(
+                Fault(
+                    path=spec.get("path", ""),
+                    status=int(spec["status"]),
+                    count=int(spec.get("count", 1)),
+                    body=spec.get("body"),
+                    delay_seconds=float(spec.get("delay_seconds", 0)),
+                )
+            )
+        return jsonify({"ok": True})
+
+    if seed_leads:
+
+        @app.post("/_sim/leads")
+        def sim_leads() -> Response:
+            return jsonify(seed_leads(request.get_json(force=True)))
+
+
+class ServedApp:
+    """A WSGI app on 127.0.0.1:<free port> in a daemon thread."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
+        self.url = f"http://{host}:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name=f"sim:{self.url}", daemon=True)
+
+    def start(self) -> ServedApp:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

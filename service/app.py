@@ -1,0 +1,72 @@
+"""The Flask app factory: `gunicorn 'service.app:create_app()'`."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from flask import Flask, g, request
+from werkzeug.exceptions import HTTPException
+
+from service.admin import admin
+from service.config import Config, load_config
+from service.health import health
+from service.logs import configure_logging, request_id_var
+from service.runtime import Runtime, build_runtime
+from service.webhooks import error_response, webhooks
+
+log = logging.getLogger("leadrelay.app")
+
+HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def create_app(config: Config | None = None, runtime: Runtime | None = None) -> Flask:
+    config = config or load_config()
+    if runtime is None:
+        configure_logging(config["logging"]["level"], config["logging"]["json"])
+        runtime = build_runtime(config)
+    app = Flask("leadrelay")
+    app.config["LEADRELAY"] = config.data
+    app.config["MAX_CONTENT_LENGTH"] = config["server"]["max_body_bytes"]
+    app.extensions["leadrelay"] = runtime
+    app.register_blueprint(health)
+    app.register_blueprint(webhooks)
+    app.register_blueprint(admin)
+
+    @app.before_request
+    def assign_request_id() -> None:
+        rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        g.request_id = rid[:64]
+        request_id_var.set(g.request_id)
+
+    @app.after_request
+    def echo_request_id(response: Any) -> Any:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        message = "the body is larger than the limit" if status == 413 else (exc.description or exc.name)
+        return error_response(status, HTTP_CODES.get(status, exc.name.upper().replace(" ", "_")), message)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Any:
+        # Never a bare 500 page: log it (redacted) and answer with a retryable JSON error.
+        log.exception("unhandled error")
+        response, status = error_response(503, "INTERNAL_ERROR", "unexpected error; retry later")
+        response.headers["Retry-After"] = "5"
+        return response, status
+
+    if config.sandbox:
+        log.warning("SANDBOX MODE: providers are local simulators, no real CRM is called")
+    return app

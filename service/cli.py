@@ -1,0 +1,364 @@
+"""`leadrelay` command line.
+
+leadrelay serve                 web (gunicorn) + dispatcher; sandbox simulators when no credentials
+leadrelay dispatch              the embedded dispatcher alone
+leadrelay check-config          validate the configuration and exit
+leadrelay events list|show|replay   the event log, through the admin API
+leadrelay demo                  send a signed sample event and follow it to the provider
+leadrelay simulator leadsquared run a provider simulator on a port
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from service.config import CONFIG_ENV, Config, ConfigError, load_config
+from service.logs import configure_logging
+
+log = logging.getLogger("leadrelay.cli")
+
+SANDBOX_SIGNING_SECRET = "whsec_" + base64.b64encode(b"leadrelay-sandbox-signing-secret").decode()
+SANDBOX_ADMIN_TOKEN = "sandbox-admin-token"
+GRACEFUL_SECONDS = 30.0
+
+
+def _config(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"leadrelay: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _set_env(name: str, value: str) -> None:
+    os.environ[name] = value
+
+
+# ---- sandbox ----------------------------------------------------------------------------
+
+
+def needs_sandbox(config: Config) -> bool:
+    mode = config["sandbox"]
+    if mode == "off":
+        return False
+    if mode == "on":
+        return True
+    from handlers import HANDLER_KINDS
+
+    return any(
+        HANDLER_KINDS[p["type"]](name, p).configuration_problem()
+        for name, p in config.enabled_providers().items()
+    )
+
+
+def start_sandbox(config: Config) -> list[Any]:
+    """Start a simulator per provider kind and point the config (via env) at them."""
+    from handlers.simulators import SIMULATORS
+    from handlers.simulators.common import ServedApp
+
+    served: list[Any] = []
+    for name, settings in config.enabled_providers().items():
+        factory = SIMULATORS.get(settings["type"])
+        if factory is None:
+            continue
+        sim = factory.create()
+        server = ServedApp(sim).start()
+        served.append(server)
+        for key, value in {"base_url": server.url, **factory.credentials}.items():
+            _set_env(f"LEADRELAY__PROVIDERS__{name.upper()}__{key.upper()}", value)
+        factory.seed(server.url)
+        log.warning("SANDBOX MODE: provider %r is a local simulator at %s", name, server.url)
+    _set_env("LEADRELAY__SANDBOX_ACTIVE", "true")
+    generic = [n for n, s in config.sources.items() if s["type"] == "generic" and not s.get("secrets")]
+    for name in generic:
+        _set_env(f"LEADRELAY__SOURCES__{name.upper()}__SECRETS", SANDBOX_SIGNING_SECRET)
+    if not config["server"].get("admin_token"):
+        _set_env("LEADRELAY__SERVER__ADMIN_TOKEN", SANDBOX_ADMIN_TOKEN)
+    return served
+
+
+# ---- serve ------------------------------------------------------------------------------
+
+
+def gunicorn_command(config: Config) -> list[str]:
+    server = config["server"]
+    conf = Path(__file__).with_name("gunicorn_conf.py")
+    return [
+        sys.executable, "-m", "gunicorn",
+        "-c", str(conf),
+        "--bind", server["bind"],
+        "--workers", str(server["workers"]),
+        "--threads", str(server["threads"]),
+        "service.app:create_app()",
+    ]  # fmt: skip
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _config(args)
+    configure_logging(config["logging"]["level"], config["logging"]["json"])
+    if args.config:
+        _set_env(CONFIG_ENV, str(Path(args.config).resolve()))
+    sandbox = needs_sandbox(config)
+    if sandbox:
+        start_sandbox(config)
+        config = load_config(args.config)
+    metrics_dir = tempfile.mkdtemp(prefix="leadrelay-metrics-")
+    web_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    web = subprocess.Popen(gunicorn_command(config), env=web_env)
+    dispatcher = subprocess.Popen([sys.executable, "-m", "service.cli", "dispatch"], env=dict(os.environ))
+    children = {"web": web, "dispatcher": dispatcher}
+    log.info("leadrelay serving", extra={"bind": config["server"]["bind"], "sandbox": sandbox})
+    if sandbox:
+        log.warning(
+            "SANDBOX MODE: try it with `.venv/bin/leadrelay demo` (admin token %r)",
+            config["server"].get("admin_token"),
+        )
+
+    stopping = {"signal": None}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping["signal"] = signum
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    exit_code = 0
+    while stopping["signal"] is None:
+        for name, child in children.items():
+            if child.poll() is not None:
+                log.error("%s exited with %s; stopping", name, child.returncode)
+                stopping["signal"] = signal.SIGTERM
+                exit_code = 1
+                break
+        time.sleep(0.2)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + GRACEFUL_SECONDS
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    log.info("leadrelay stopped")
+    return exit_code
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    from service.dispatcher import EmbeddedDispatcher
+    from service.metrics import serve_metrics
+    from service.store import EmbeddedStore
+
+    config = _config(args)
+    configure_logging(config["logging"]["level"], config["logging"]["json"])
+    if config["mode"] != "embedded":
+        print(
+            "leadrelay: `dispatch` runs the embedded dispatcher; use `leadrelay kafka-dispatch`",
+            file=sys.stderr,
+        )
+        return 2
+    store = EmbeddedStore(config["storage"]["path"])
+    # One embedded dispatcher per queue file: it owns every in-flight delivery in it.
+    lock_file = open(str(store.path) + ".dispatcher.lock", "w")  # noqa: SIM115 - held for the process lifetime
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"leadrelay: another dispatcher is running on {store.path}", file=sys.stderr)
+        return 3
+    if args.metrics_port is not None:
+        serve_metrics(args.metrics_port)
+    elif os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None and config["server"]["metrics_port"]:
+        try:
+            serve_metrics(config["server"]["metrics_port"])
+        except OSError as exc:
+            log.warning("metrics port unavailable: %s", exc)
+    dispatcher = EmbeddedDispatcher(config, store)
+    signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
+    signal.signal(signal.SIGINT, lambda *_: dispatcher.stop())
+    dispatcher.run()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(f"configuration OK: {config.path}")
+    print(f"  sources: {', '.join(config.sources) or 'none'}")
+    print(f"  providers: {', '.join(config.providers) or 'none'}")
+    return 0
+
+
+# ---- events (admin API client) ----------------------------------------------------------
+
+
+def _admin(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    config = _config(args)
+    url = args.url or f"http://{config['server']['bind']}"
+    token = args.token or os.environ.get("LEADRELAY_ADMIN_TOKEN") or config["server"].get("admin_token")
+    if not token and config["sandbox"] != "off":
+        token = SANDBOX_ADMIN_TOKEN
+    if not token:
+        print("leadrelay: set --token or LEADRELAY_ADMIN_TOKEN", file=sys.stderr)
+        raise SystemExit(2)
+    return url.rstrip("/"), {"Authorization": f"Bearer {token}"}
+
+
+def _call(method: str, url: str, headers: dict[str, str], **kwargs: Any) -> Any:
+    try:
+        response = requests.request(method, url, headers=headers, timeout=10, **kwargs)
+    except requests.RequestException as exc:
+        print(f"leadrelay: cannot reach {url.split('?')[0]}: {type(exc).__name__}", file=sys.stderr)
+        raise SystemExit(1) from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": response.text[:500]}
+    if response.status_code >= 400:
+        print(json.dumps(body, indent=2), file=sys.stderr)
+        raise SystemExit(1)
+    return body
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    base, headers = _admin(args)
+    if args.action == "list":
+        params = {
+            k: v
+            for k, v in {"status": args.status, "provider": args.provider, "limit": args.limit}.items()
+            if v
+        }
+        body = _call("GET", f"{base}/v1/events", headers, params=params)
+        for event in body["events"]:
+            print(
+                f"{event['command_id']}\t{event['provider']}\t{event['status']}\t"
+                f"attempts={event['attempts']}\t{event['last_error'] or ''}"
+            )
+        return 0
+    if not args.command_id:
+        print("leadrelay: a command id is needed", file=sys.stderr)
+        return 2
+    if args.action == "show":
+        print(json.dumps(_call("GET", f"{base}/v1/events/{args.command_id}", headers), indent=2))
+        return 0
+    params = {"provider": args.provider} if args.provider else {}
+    print(
+        json.dumps(
+            _call("POST", f"{base}/v1/events/{args.command_id}/replay", headers, params=params), indent=2
+        )
+    )
+    return 0
+
+
+# ---- demo -------------------------------------------------------------------------------
+
+
+def sign_standard_webhook(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    return Webhook(secret).sign(msg_id, datetime.fromtimestamp(timestamp, UTC), body.decode())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    config = _config(args)
+    base, headers = _admin(args)
+    secret = (config.sources.get("generic", {}).get("secrets") or [SANDBOX_SIGNING_SECRET])[0]
+    event = {
+        "event_type": "form.submitted",
+        "lead": {"email": args.email},
+        "changes": {"first_name": "Jane", "city": args.city, "status": "qualified"},
+        "metadata": {"utm_source": "demo"},
+    }
+    body = json.dumps(event).encode()
+    msg_id = "msg_demo_" + secrets.token_hex(6)
+    ts = int(time.time())
+    signed = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign_standard_webhook(secret, msg_id, ts, body),
+        "Content-Type": "application/json",
+    }
+    answer = _call("POST", f"{base}/webhooks/generic", signed, data=body)
+    print(f"webhook answered: {json.dumps(answer)}")
+    command_id = answer["command_id"]
+    for _ in range(60):
+        event_log = _call("GET", f"{base}/v1/events/{command_id}", headers)
+        if event_log["status"] in ("delivered", "dead_lettered"):
+            break
+        time.sleep(0.5)
+    print(json.dumps(event_log, indent=2))
+    return 0 if event_log["status"] == "delivered" else 1
+
+
+# ---- simulators -------------------------------------------------------------------------
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from handlers.simulators import SIMULATORS
+    from handlers.simulators.common import ServedApp
+
+    factory = SIMULATORS[args.kind]
+    server = ServedApp(factory.create(), port=args.port)
+    factory.seed(server.url)
+    print(f"{args.kind} simulator on {server.url} credentials={json.dumps(factory.credentials)}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.server.serve_forever()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="leadrelay", description="Webhooks in, lead updates out.")
+    parser.add_argument("--config", help=f"config file (default: ${CONFIG_ENV} or config/leadrelay.yaml)")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("serve", help="web + dispatcher (sandbox simulators when no credentials)").set_defaults(
+        func=cmd_serve
+    )
+    dispatch = sub.add_parser("dispatch", help="the embedded dispatcher alone")
+    dispatch.add_argument("--metrics-port", type=int, default=None)
+    dispatch.set_defaults(func=cmd_dispatch)
+    sub.add_parser("check-config", help="validate the configuration").set_defaults(func=cmd_check_config)
+    events = sub.add_parser("events", help="the event log: list, show, replay")
+    events.add_argument("action", choices=["list", "show", "replay"])
+    events.add_argument("command_id", nargs="?")
+    events.add_argument("--status", choices=["pending", "in_flight", "polling", "delivered", "dead_lettered"])
+    events.add_argument("--provider")
+    events.add_argument("--limit", type=int)
+    events.add_argument("--url", help="leadrelay base URL (default: http://<server.bind>)")
+    events.add_argument("--token", help="admin token (default: $LEADRELAY_ADMIN_TOKEN or server.admin_token)")
+    events.set_defaults(func=cmd_events)
+    demo = sub.add_parser("demo", help="send a signed sample event and follow it")
+    demo.add_argument("--email", default="jane@example.com")
+    demo.add_argument("--city", default="London")
+    demo.add_argument("--url")
+    demo.add_argument("--token")
+    demo.set_defaults(func=cmd_demo)
+    sim = sub.add_parser("simulator", help="run a provider simulator")
+    sim.add_argument("kind")
+    sim.add_argument("--port", type=int, default=0)
+    sim.set_defaults(func=cmd_simulator)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""The lead-update command: the one shape every source is normalised into.
+
+Wire format `lead-update/v1` (see docs/architecture.md). A command is immutable once
+queued; its `command_id` is deterministic (source + the source's own event id, or a hash
+of the raw body) so a retried webhook or a redelivered Kafka record maps to the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import phonenumbers
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+SCHEMA_VERSION = "lead-update/v1"
+
+# The canonical vocabulary. Providers map these names to their own through config.
+CANONICAL_FIELDS: tuple[str, ...] = (
+    "first_name",
+    "last_name",
+    "full_name",
+    "email",
+    "phone",
+    "mobile",
+    "company",
+    "job_title",
+    "website",
+    "city",
+    "state",
+    "country",
+    "zip",
+    "address",
+    "lead_source",
+    "status",
+    "stage",
+    "value",
+    "currency",
+    "note",
+    "loss_reason",
+    "owner",
+    "score",
+)
+
+CANONICAL_STATUSES: tuple[str, ...] = (
+    "new",
+    "contacted",
+    "qualified",
+    "unqualified",
+    "follow_up",
+    "won",
+    "lost",
+)
+
+DEFAULT_PHONE_REGION = "US"
+
+
+def normalise_email(value: str | None) -> str | None:
+    """Lower-case and trim; empty becomes None."""
+    if value is None:
+        return None
+    value = value.strip().lower()
+    return value or None
+
+
+def normalise_phone(value: str | None, default_region: str = DEFAULT_PHONE_REGION) -> str | None:
+    """E.164 when the number parses, else the digits with a leading + kept (never dropped)."""
+    if value is None:
+        return None
+    raw = str(value).strip()
+    if not raw:
+        return None
+    try:
+        parsed = phonenumbers.parse(raw, None if raw.startswith("+") else default_region)
+        if phonenumbers.is_possible_number(parsed):
+            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    except phonenumbers.NumberParseException:
+        pass
+    digits = "".join(ch for ch in raw if ch.isdigit())
+    if not digits:
+        return None
+    return ("+" if raw.startswith("+") else "") + digits
+
+
+def body_hash(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def make_command_id(source: str, event_id: str | None, raw_body: bytes | None = None) -> str:
+    """`<source>:<event id>`; without an event id, `<source>:sha256:<hash of the raw body>`."""
+    if event_id:
+        return f"{source}:{event_id}"
+    if raw_body is None:
+        raise ValueError("an event id or the raw body is needed for a command id")
+    return f"{source}:sha256:{body_hash(raw_body)}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class LeadIdentity:
+    id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.id or self.email or self.phone):
+            raise ValueError("a lead needs at least one of id, email or phone")
+
+    @property
+    def key(self) -> str:
+        """The highest-priority identifier: used for ordering and Kafka partitioning."""
+        if self.id:
+            return f"id:{self.id}"
+        if self.email:
+            return f"email:{self.email}"
+        return f"phone:{self.phone}"
+
+
+@dataclass(frozen=True)
+class LeadUpdateCommand:
+    command_id: str
+    source: str
+    event_type: str
+    occurred_at: datetime
+    lead: LeadIdentity
+    changes: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    providers: tuple[str, ...] = ()
+    post_updated_lead: bool = True
+    schema: str = SCHEMA_VERSION
+
+    @property
+    def lead_key(self) -> str:
+        return self.lead.key
+
+    def with_providers(self, providers: list[str] | tuple[str, ...]) -> LeadUpdateCommand:
+        return replace(self, providers=tuple(providers))
+
+    def fingerprint(self) -> str:
+        """Content fingerprint for double-submitted forms: same lead, same changes."""
+        material = json.dumps(
+            {"source": self.source, "lead": self.lead_key, "changes": self.changes},
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return LeadUpdateCommandSchema().dump(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LeadUpdateCommand:
+        return LeadUpdateCommandSchema().load(data)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> LeadUpdateCommand:
+        return cls.from_dict(json.loads(text))
+
+
+class NormalisedEmail(fields.Email):
+    """Trimmed and lower-cased before it is validated: `" Jane@Example.com"` is fine."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+        if isinstance(value, str):
+            value = normalise_email(value) or ""
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class LeadIdentitySchema(Schema):
+    id = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200))
+    email = NormalisedEmail(load_default=None, allow_none=True)
+    phone = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=3, max=40))
+
+    @validates_schema
+    def _needs_one(self, data: dict[str, Any], **_: Any) -> None:
+        if not (data.get("id") or data.get("email") or data.get("phone")):
+            raise ValidationError("at least one of id, email or phone is required", "_schema")
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> LeadIdentity:
+        return LeadIdentity(
+            id=data.get("id"),
+            email=normalise_email(data.get("email")),
+            phone=normalise_phone(data.get("phone")),
+        )
+
+
+def validate_changes(changes: dict[str, Any]) -> None:
+    unknown = sorted(set(changes) - set(CANONICAL_FIELDS))
+    if unknown:
+        raise ValidationError(
+            [f"unknown field {name!r}; allowed: {', '.join(CANONICAL_FIELDS)}" for name in unknown]
+        )
+    for name, value in changes.items():
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise ValidationError(f"{name}: must be a string, number, boolean or null")
+    value = changes.get("value")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ValidationError("value: must be a number")
+
+
+class LeadUpdateCommandSchema(Schema):
+    """The versioned wire format of a command (queue rows, Kafka records, the event log)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    schema = fields.String(required=True, validate=validate.Equal(SCHEMA_VERSION))
+    command_id = fields.String(required=True, validate=validate.Length(min=1, max=512))
+    source = fields.String(required=True)
+    event_type = fields.String(required=True)
+    occurred_at = fields.AwareDateTime(required=True, default_timezone=UTC)
+    lead = fields.Nested(LeadIdentitySchema, required=True)
+    changes = fields.Dict(keys=fields.String(), load_default=dict, validate=validate_changes)
+    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+    providers = fields.List(fields.String(), load_default=list)
+    post_updated_lead = fields.Boolean(load_default=True)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> LeadUpdateCommand:
+        data["providers"] = tuple(data.get("providers") or ())
+        return LeadUpdateCommand(**data)

@@ -1,0 +1,289 @@
+"""Configuration is data: a YAML file validated by marshmallow at start-up.
+
+Load order: the file named by `--config` / `LEADRELAY_CONFIG` (default: the bundled
+`config/leadrelay.yaml`), then environment overrides. Any key can be overridden with
+`LEADRELAY__<SECTION>__<KEY>[__<KEY>...]=<yaml value>`, for example
+`LEADRELAY__PROVIDERS__LEADSQUARED__SECRET_KEY=...`: that is how secrets and URLs come in
+from Kubernetes Secrets without touching the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from service.redact import register_secrets_in
+
+ENV_PREFIX = "LEADRELAY__"
+CONFIG_ENV = "LEADRELAY_CONFIG"
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "leadrelay.yaml"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names every bad key."""
+
+
+class StringList(fields.List):
+    """A list of strings that also accepts a comma-separated string (handy in env vars)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(fields.String(), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class ServerSchema(_Strict):
+    bind = fields.String(load_default="127.0.0.1:8080")
+    workers = fields.Integer(load_default=2, validate=validate.Range(min=1, max=64))
+    threads = fields.Integer(load_default=4, validate=validate.Range(min=1, max=256))
+    max_body_bytes = fields.Integer(load_default=256 * 1024, validate=validate.Range(min=1024))
+    public_base_url = fields.String(load_default=None, allow_none=True)
+    admin_token = fields.String(load_default=None, allow_none=True)
+    metrics_port = fields.Integer(load_default=9100, validate=validate.Range(min=0, max=65535))
+
+
+class StorageSchema(_Strict):
+    path = fields.String(load_default="var/leadrelay.db")
+
+
+class RedisSchema(_Strict):
+    url = fields.String(load_default=None, allow_none=True)
+    socket_timeout_seconds = fields.Float(load_default=2.0)
+    key_prefix = fields.String(load_default="leadrelay:")
+
+
+class DedupSchema(_Strict):
+    backend = fields.String(load_default="sqlite", validate=validate.OneOf(["sqlite", "redis"]))
+    window_seconds = fields.Integer(load_default=7 * 24 * 3600, validate=validate.Range(min=60))
+    fingerprint_window_seconds = fields.Integer(load_default=600, validate=validate.Range(min=0))
+    pending_seconds = fields.Integer(load_default=60, validate=validate.Range(min=1))
+
+
+class DispatcherSchema(_Strict):
+    poll_interval_seconds = fields.Float(load_default=0.1, validate=validate.Range(min=0.001))
+    concurrency = fields.Integer(load_default=8, validate=validate.Range(min=1, max=256))
+    batch_size = fields.Integer(load_default=500, validate=validate.Range(min=1))
+    max_attempts = fields.Integer(load_default=8, validate=validate.Range(min=1))
+    backoff_base_seconds = fields.Float(load_default=1.0, validate=validate.Range(min=0))
+    backoff_max_seconds = fields.Float(load_default=300.0, validate=validate.Range(min=0))
+    coalesce = fields.Boolean(load_default=True)
+    poll_max_attempts = fields.Integer(load_default=20, validate=validate.Range(min=1))
+
+
+class LoggingSchema(_Strict):
+    level = fields.String(load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
+    json = fields.Boolean(load_default=True)
+
+
+class RateLimitSchema(_Strict):
+    calls = fields.Integer(required=True, validate=validate.Range(min=1))
+    per_seconds = fields.Float(required=True, validate=validate.Range(min=0.001))
+
+
+class RouteSchema(_Strict):
+    source = fields.String(required=True)
+    event_types = StringList(load_default=lambda: ["*"])
+    providers = StringList(required=True, validate=validate.Length(min=1))
+
+
+COMMON_SOURCE_FIELDS: dict[str, fields.Field] = {
+    "type": fields.String(required=True),
+    "enabled": fields.Boolean(load_default=True),
+    "field_map": fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict),
+    "phone_region": fields.String(load_default="US"),
+}
+
+COMMON_PROVIDER_FIELDS: dict[str, fields.Field] = {
+    "type": fields.String(required=True),
+    "enabled": fields.Boolean(load_default=True),
+    "base_url": fields.String(load_default=None, allow_none=True),
+    "timeout_seconds": fields.Float(load_default=15.0, validate=validate.Range(min=0.1, max=300)),
+    "connect_timeout_seconds": fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=60)),
+    "rate_limit": fields.Nested(RateLimitSchema, load_default=None, allow_none=True),
+    "field_map": fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict),
+    "status_map": fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict),
+}
+
+
+class ConfigSchema(_Strict):
+    mode = fields.String(load_default="embedded", validate=validate.OneOf(["embedded", "distributed"]))
+    sandbox = fields.String(load_default="auto", validate=validate.OneOf(["auto", "on", "off"]))
+    # Set by `leadrelay serve` when it started the provider simulators (sandbox mode).
+    sandbox_active = fields.Boolean(load_default=False)
+    server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
+    storage = fields.Nested(StorageSchema, load_default=lambda: StorageSchema().load({}))
+    redis = fields.Nested(RedisSchema, load_default=lambda: RedisSchema().load({}))
+    dedup = fields.Nested(DedupSchema, load_default=lambda: DedupSchema().load({}))
+    dispatcher = fields.Nested(DispatcherSchema, load_default=lambda: DispatcherSchema().load({}))
+    logging = fields.Nested(LoggingSchema, load_default=lambda: LoggingSchema().load({}))
+    sources = fields.Dict(keys=fields.String(), values=fields.Dict(), load_default=dict)
+    providers = fields.Dict(keys=fields.String(), values=fields.Dict(), load_default=dict)
+    routes = fields.List(fields.Nested(RouteSchema), load_default=list)
+    # Owned by the Kafka mode (consumers/); validated there.
+    kafka = fields.Dict(load_default=dict)
+
+    @validates_schema
+    def _check_references(self, data: dict[str, Any], **_: Any) -> None:
+        providers = set(data.get("providers") or {})
+        sources = set(data.get("sources") or {})
+        errors: dict[str, list[str]] = {}
+        for index, route in enumerate(data.get("routes") or []):
+            if route["source"] not in sources and route["source"] != "*":
+                errors.setdefault(f"routes.{index}.source", []).append(
+                    f"unknown source {route['source']!r} (configured: {', '.join(sorted(sources)) or 'none'})"
+                )
+            for name in route["providers"]:
+                if name not in providers:
+                    errors.setdefault(f"routes.{index}.providers", []).append(
+                        f"unknown provider {name!r} (configured: {', '.join(sorted(providers)) or 'none'})"
+                    )
+        if errors:
+            raise ValidationError(errors)
+
+
+def _section_schema(
+    common: Mapping[str, fields.Field], extra: Mapping[str, fields.Field], name: str
+) -> Schema:
+    schema_cls = Schema.from_dict({**common, **extra}, name=name)
+    return schema_cls(unknown=RAISE)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration. Sections are plain dicts (the data is the config)."""
+
+    data: dict[str, Any]
+    path: str | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    @property
+    def sources(self) -> dict[str, dict[str, Any]]:
+        return self.data["sources"]
+
+    @property
+    def providers(self) -> dict[str, dict[str, Any]]:
+        return self.data["providers"]
+
+    @property
+    def sandbox(self) -> bool:
+        return bool(self.data.get("sandbox_active"))
+
+    def enabled_providers(self) -> dict[str, dict[str, Any]]:
+        return {name: p for name, p in self.providers.items() if p.get("enabled", True)}
+
+    def route(self, source: str, event_type: str) -> list[str]:
+        """Providers for an event: the first route whose source and event-type pattern match."""
+        for route in self.data["routes"]:
+            if route["source"] not in (source, "*"):
+                continue
+            if any(fnmatch.fnmatchcase(event_type, pattern) for pattern in route["event_types"]):
+                return list(route["providers"])
+        return []
+
+
+def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    data = copy.deepcopy(raw)
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        if not path:
+            continue
+        try:
+            value = yaml.safe_load(environ[name]) if environ[name] != "" else None
+        except yaml.YAMLError:
+            value = environ[name]
+        # Secrets and URLs stay strings even when they look like numbers or booleans.
+        if path[-1] in ("base_url", "url") or any(
+            k in path[-1] for k in ("key", "secret", "token", "password")
+        ):
+            if not isinstance(value, list) and value is not None:
+                value = environ[name]
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def _format_errors(messages: Any, prefix: str = "") -> list[str]:
+    lines: list[str] = []
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            lines.extend(_format_errors(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        lines.append(f"{prefix}: {'; '.join(messages)}")
+    elif isinstance(messages, list):
+        for item in messages:
+            lines.extend(_format_errors(item, prefix))
+    else:
+        lines.append(f"{prefix}: {messages}")
+    return lines
+
+
+def validate_config(raw: Mapping[str, Any], path: str | None = None) -> Config:
+    from handlers import HANDLER_KINDS
+    from service.sources import SOURCE_KINDS
+
+    try:
+        data = ConfigSchema().load(dict(raw or {}))
+    except ValidationError as exc:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_format_errors(exc.messages))) from None
+
+    errors: list[str] = []
+    for section, kinds, common in (
+        ("sources", SOURCE_KINDS, COMMON_SOURCE_FIELDS),
+        ("providers", HANDLER_KINDS, COMMON_PROVIDER_FIELDS),
+    ):
+        for name, settings in list(data[section].items()):
+            kind = (settings or {}).get("type")
+            if kind not in kinds:
+                errors.append(f"{section}.{name}.type: {kind!r} is not one of {', '.join(sorted(kinds))}")
+                continue
+            schema = _section_schema(common, kinds[kind].settings_fields, f"{section}.{kind}")
+            try:
+                data[section][name] = schema.load(settings)
+            except ValidationError as exc:
+                errors.extend(_format_errors(exc.messages, f"{section}.{name}"))
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    register_secrets_in(data)
+    return Config(data=data, path=path)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    environ = os.environ if environ is None else environ
+    chosen = Path(path or environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    try:
+        raw = yaml.safe_load(chosen.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {chosen}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {chosen} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {chosen}: the top level must be a mapping")
+    return validate_config(_apply_env_overrides(raw, environ), path=str(chosen))

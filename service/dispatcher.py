@@ -1,0 +1,414 @@
+"""The dispatcher: pending deliveries -> coalesced provider calls -> recorded outcomes.
+
+`DeliveryCore` is the part every mode shares (coalescing, stale protection, rate limits,
+classification into the next state). `EmbeddedDispatcher` drives it from the SQLite
+queue; the Kafka dispatcher consumer drives the same core from the command topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from handlers import build_handlers
+from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpdate
+from service import metrics
+from service.config import Config
+from service.logs import command_id_var
+from service.ratelimit import InProcessRateLimiter, RateLimiter
+from service.store import Delivery, DeliveryGroup, EmbeddedStore
+
+log = logging.getLogger("leadrelay.dispatcher")
+
+NOT_CONFIGURED_RECHECK_SECONDS = 30.0
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with equal jitter: half fixed, half random."""
+    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+@dataclass
+class Coalesced:
+    update: ProviderUpdate
+    field_versions: dict[str, str] = field(default_factory=dict)  # field -> occurred_at applied
+    stale_fields: list[str] = field(default_factory=list)
+
+
+def coalesce(deliveries: list[Delivery], applied: Mapping[str, str]) -> Coalesced:
+    """Merge commands for one lead and provider into one update.
+
+    Events are applied in `occurred_at` order (queue order breaks ties): later values win
+    per field, metadata is merged. A field whose value comes from an event older than the
+    one already applied for that lead and field is not sent (stale protection).
+    """
+    ordered = sorted(deliveries, key=lambda d: (d.command.occurred_at, d.seq))
+    changes: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    versions: dict[str, str] = {}
+    stale: list[str] = []
+    for delivery in ordered:
+        command = delivery.command
+        when = command.occurred_at.isoformat()
+        for name, value in command.changes.items():
+            if name in applied and applied[name] > when:
+                stale.append(name)
+                continue
+            changes[name] = value
+            versions[name] = when
+        metadata.update(command.metadata)
+    last = ordered[-1].command
+    # The most specific identity any of the commands carried (an id beats an email).
+    lead = next((d.command.lead for d in reversed(ordered) if d.command.lead.id), last.lead)
+    update = ProviderUpdate(
+        lead=lead,
+        changes=changes,
+        metadata=metadata,
+        post_updated_lead=any(d.command.post_updated_lead for d in ordered),
+        command_ids=tuple(d.command.command_id for d in deliveries),
+    )
+    return Coalesced(update=update, field_versions=versions, stale_fields=stale)
+
+
+@dataclass
+class Decision:
+    """The next state of every delivery in a group."""
+
+    status: str  # delivered | pending | polling | dead_lettered
+    error: str | None = None
+    stage: str | None = None
+    response: Any = None
+    next_attempt_at: float | None = None
+    count_attempt: bool = True
+    request_id: str | None = None
+    field_versions: dict[str, str] = field(default_factory=dict)
+
+
+class DeliveryCore:
+    def __init__(
+        self,
+        config: Config,
+        handlers: dict[str, ProviderHandler] | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = config["dispatcher"]
+        self.handlers = handlers if handlers is not None else build_handlers(config.providers)
+        self.limiter = limiter or InProcessRateLimiter()
+
+    def rate_limit(self, handler: ProviderHandler) -> tuple[int, float] | None:
+        configured = handler.settings.get("rate_limit")
+        if configured:
+            return int(configured["calls"]), float(configured["per_seconds"])
+        return handler.default_rate_limit
+
+    def deliver(self, group: DeliveryGroup, applied: Mapping[str, str], now: float | None = None) -> Decision:
+        now = now or time.time()
+        handler = self.handlers.get(group.provider)
+        problem = (
+            f"provider {group.provider!r} is not configured or disabled"
+            if handler is None
+            else handler.configuration_problem()
+        )
+        if problem:
+            # Nothing is dropped for a misconfigured provider: it waits, visibly, and is replayable.
+            return Decision(
+                "pending",
+                error=problem,
+                stage="config",
+                next_attempt_at=now + NOT_CONFIGURED_RECHECK_SECONDS,
+                count_attempt=False,
+            )
+        assert handler is not None
+        merged = coalesce(group.deliveries, applied) if self.settings["coalesce"] else None
+        if merged is None:
+            raise ValueError("coalescing off: deliver groups of one")
+        if not merged.update.changes and merged.stale_fields:
+            return Decision("delivered", error=f"superseded: {', '.join(merged.stale_fields)} already newer")
+        limit = self.rate_limit(handler)
+        if limit:
+            wait = self.limiter.acquire(handler.account, *limit)
+            if wait > 0:
+                metrics.RATE_LIMIT_WAITS.labels(provider=group.provider).inc()
+                return Decision("pending", next_attempt_at=now + wait, count_attempt=False, error=None)
+        started = time.monotonic()
+        result = handler.deliver(merged.update)
+        metrics.PROVIDER_CALL_SECONDS.labels(provider=group.provider).observe(time.monotonic() - started)
+        metrics.PROVIDER_CALLS.labels(provider=group.provider, outcome=result.outcome.value).inc()
+        if len(group.deliveries) > 1 and result.ok:
+            metrics.COALESCED.labels(provider=group.provider).inc(len(group.deliveries) - 1)
+        return self.decide(group, result, merged.field_versions, handler, limit)
+
+    def decide(
+        self,
+        group: DeliveryGroup,
+        result: DeliveryResult,
+        field_versions: dict[str, str],
+        handler: ProviderHandler,
+        limit: tuple[int, float] | None,
+        now: float | None = None,
+    ) -> Decision:
+        now = now or time.time()
+        attempts = max(d.attempts for d in group.deliveries) + 1
+        response = {"status_code": result.status_code, "body": result.response, **result.details}
+        if result.outcome is Outcome.DELIVERED:
+            return Decision(
+                "delivered", response=response, field_versions=field_versions, error=result.reason or None
+            )
+        if result.outcome is Outcome.ACCEPTED:
+            return Decision(
+                "polling",
+                response=response,
+                request_id=result.request_id,
+                next_attempt_at=now + float(handler.settings.get("poll_interval_seconds", 2.0)),
+                field_versions=field_versions,
+            )
+        if result.outcome is Outcome.RATE_LIMITED:
+            wait = result.retry_after if result.retry_after is not None else (limit[1] if limit else 5.0)
+            if limit and isinstance(self.limiter, InProcessRateLimiter):
+                self.limiter.penalise(handler.account, wait, *limit)
+            metrics.RETRIES.labels(provider=group.provider, reason="rate_limited").inc()
+            # A 429 reschedules without using up the retry budget.
+            return Decision(
+                "pending",
+                error=result.reason,
+                stage="provider",
+                response=response,
+                next_attempt_at=now + wait,
+                count_attempt=False,
+            )
+        if result.outcome is Outcome.TRANSIENT:
+            if attempts >= int(self.settings["max_attempts"]):
+                return Decision(
+                    "dead_lettered",
+                    error=f"gave up after {attempts} attempts: {result.reason}",
+                    stage=result.stage,
+                    response=response,
+                )
+            delay = backoff_seconds(
+                attempts, self.settings["backoff_base_seconds"], self.settings["backoff_max_seconds"]
+            )
+            if result.retry_after is not None:
+                delay = max(delay, result.retry_after)
+            metrics.RETRIES.labels(provider=group.provider, reason="transient").inc()
+            return Decision(
+                "pending",
+                error=result.reason,
+                stage=result.stage,
+                response=response,
+                next_attempt_at=now + delay,
+            )
+        return Decision("dead_lettered", error=result.reason, stage=result.stage, response=response)
+
+    def poll(self, group: DeliveryGroup, now: float | None = None) -> Decision:
+        """Ask an async provider how an accepted request ended."""
+        now = now or time.time()
+        handler = self.handlers.get(group.provider)
+        request_id = group.deliveries[0].request_id
+        if handler is None or not request_id:
+            return Decision(
+                "pending", error="cannot poll: provider gone or no request id; resending", stage="config"
+            )
+        result = handler.poll(request_id)
+        polls = max(d.attempts for d in group.deliveries) + 1
+        response = {"status_code": result.status_code, "body": result.response, "request_id": request_id}
+        if result.outcome is Outcome.DELIVERED:
+            return Decision("delivered", response=response, count_attempt=False)
+        if result.outcome is Outcome.PERMANENT:
+            return Decision(
+                "dead_lettered",
+                error=result.reason,
+                stage=result.stage,
+                response=response,
+                count_attempt=False,
+            )
+        if polls >= int(self.settings["poll_max_attempts"]):
+            return Decision(
+                "dead_lettered",
+                error=f"still not finished after {polls} status polls: {result.reason}",
+                stage="provider",
+                response=response,
+            )
+        base = float(handler.settings.get("poll_interval_seconds", 2.0))
+        delay = backoff_seconds(polls, base, float(handler.settings.get("poll_max_interval_seconds", 60.0)))
+        if result.retry_after is not None:
+            delay = max(delay, result.retry_after)
+        return Decision(
+            "polling", error=result.reason or None, response=response, next_attempt_at=now + delay
+        )
+
+
+class EmbeddedDispatcher:
+    """Drives `DeliveryCore` from the SQLite queue with a pool of worker threads."""
+
+    def __init__(self, config: Config, store: EmbeddedStore, core: DeliveryCore | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.core = core or DeliveryCore(config)
+        self.settings = config["dispatcher"]
+        self.concurrency = int(self.settings["concurrency"])
+        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deliver")
+        self.stopping = threading.Event()
+        self._busy: set[tuple[str, str]] = set()
+        self._busy_lock = threading.Lock()
+        self._futures: set[Future[None]] = set()
+
+    # ---- outcome recording ----------------------------------------------------------
+
+    def apply(self, group: DeliveryGroup, decision: Decision) -> None:
+        now = time.time()
+        self.store.record(
+            group,
+            decision.status,
+            now=now,
+            error=decision.error,
+            stage=decision.stage,
+            response=decision.response,
+            next_attempt_at=decision.next_attempt_at,
+            count_attempt=decision.count_attempt,
+            request_id=decision.request_id,
+            field_versions=decision.field_versions if decision.status in ("delivered", "polling") else None,
+        )
+        for delivery in group.deliveries:
+            token = command_id_var.set(delivery.command.command_id)
+            try:
+                self._observe(group.provider, delivery, decision, now)
+            finally:
+                command_id_var.reset(token)
+
+    def _observe(self, provider: str, delivery: Delivery, decision: Decision, now: float) -> None:
+        if decision.status == "delivered":
+            metrics.DELIVERIES.labels(provider=provider, outcome="delivered").inc()
+            if delivery.received_at:
+                metrics.DELIVERY_LATENCY.labels(provider=provider).observe(
+                    max(0.0, now - delivery.received_at)
+                )
+            log.info("delivered", extra={"provider": provider, "note": decision.error})
+        elif decision.status == "dead_lettered":
+            metrics.DELIVERIES.labels(provider=provider, outcome="dead_lettered").inc()
+            metrics.DEAD_LETTERS.labels(provider=provider, stage=decision.stage or "provider").inc()
+            log.warning(
+                "dead-lettered",
+                extra={"provider": provider, "reason": decision.error, "stage": decision.stage},
+            )
+        elif decision.error:
+            log.info(
+                "rescheduled",
+                extra={"provider": provider, "reason": decision.error, "retry_at": decision.next_attempt_at},
+            )
+
+    # ---- work -----------------------------------------------------------------------
+
+    def _run_group(self, group: DeliveryGroup, polling: bool) -> None:
+        key = (group.provider, group.lead_key)
+        try:
+            if polling:
+                decision = self.core.poll(group)
+            else:
+                decision = self.core.deliver(
+                    group, self.store.applied_versions(group.lead_key, group.provider)
+                )
+            self.apply(group, decision)
+        except Exception as exc:  # a bug in one group must not stop the others; it retries
+            log.exception("delivery failed unexpectedly", extra={"provider": group.provider})
+            self.apply(
+                group,
+                Decision(
+                    "polling" if polling else "pending",
+                    error=f"internal error: {type(exc).__name__}: {exc}",
+                    stage="leadrelay",
+                    next_attempt_at=time.time() + 30,
+                ),
+            )
+        finally:
+            with self._busy_lock:
+                self._busy.discard(key)
+
+    def recover(self) -> None:
+        """Deliveries a dead dispatcher left in flight: confirm with the provider where it
+        can tell us (no second call), else send again (at-least-once, logged)."""
+        for group in self.store.orphaned_in_flight():
+            handler = self.core.handlers.get(group.provider)
+            merged = coalesce(group.deliveries, self.store.applied_versions(group.lead_key, group.provider))
+            applied = handler.confirm_applied(merged.update) if handler else None
+            if applied:
+                log.warning(
+                    "recovered in-flight delivery: provider already has it",
+                    extra={"provider": group.provider},
+                )
+                self.apply(
+                    group,
+                    Decision(
+                        "delivered",
+                        error="confirmed applied after a restart",
+                        field_versions=merged.field_versions,
+                    ),
+                )
+            else:
+                log.warning(
+                    "recovered in-flight delivery: sending again",
+                    extra={"provider": group.provider, "confirmable": applied is not None},
+                )
+                self.store.record(
+                    group, "pending", now=time.time(), count_attempt=False, error="resent after a restart"
+                )
+
+    def tick(self) -> int:
+        """Claim and start what is due; returns the number of groups started."""
+        with self._busy_lock:
+            free = self.concurrency - len(self._busy)
+            busy = set(self._busy)
+        if free <= 0:
+            return 0
+        now = time.time()
+        started = 0
+        for polling, groups in (
+            (True, self.store.polling_deliveries(now, free)),
+            (
+                False,
+                self.store.claim_due_groups(
+                    now, int(self.settings["batch_size"]), skip=busy, max_groups=free * 2
+                ),
+            ),
+        ):
+            for group in groups:
+                with self._busy_lock:
+                    self._busy.add((group.provider, group.lead_key))
+                future = self.pool.submit(self._run_group, group, polling)
+                self._futures.add(future)
+                future.add_done_callback(self._futures.discard)
+                started += 1
+        return started
+
+    def update_gauges(self) -> None:
+        stats = self.store.queue_stats()
+        metrics.QUEUE_DEPTH.set(stats["depth"])
+        metrics.OLDEST_PENDING_AGE.set(stats["oldest_age_seconds"])
+
+    def run(self) -> None:
+        log.info("dispatcher started", extra={"concurrency": self.concurrency})
+        self.recover()
+        last_gauges = 0.0
+        while not self.stopping.is_set():
+            started = self.tick()
+            if time.monotonic() - last_gauges > 5:
+                self.update_gauges()
+                last_gauges = time.monotonic()
+            if not started:
+                self.stopping.wait(float(self.settings["poll_interval_seconds"]))
+        self.shutdown()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        """Let in-flight calls finish and record their outcome, then stop."""
+        self.pool.shutdown(wait=True)
+        log.info("dispatcher stopped")

@@ -1,0 +1,63 @@
+"""Wiring: build the stores, queue and adapters that a configuration asks for.
+
+Embedded mode: SQLite for queue, ledger, event log and (by default) dedup. Distributed
+mode swaps in Kafka and Redis (see consumers/); the rest of the code does not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from service.config import Config
+from service.dedup import DedupStore, RedisDedupStore, SQLiteDedupStore
+from service.ingest import CommandQueue, Ingestor
+from service.sources import SOURCE_KINDS
+from service.sources.base import SourceAdapter
+from service.store import EmbeddedStore
+
+
+def redis_client(config: Config) -> redis.Redis:
+    settings = config["redis"]
+    if not settings.get("url"):
+        raise ValueError("redis.url is not configured (LEADRELAY__REDIS__URL)")
+    timeout = float(settings["socket_timeout_seconds"])
+    return redis.Redis.from_url(settings["url"], socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+def build_adapters(config: Config) -> dict[str, SourceAdapter]:
+    return {
+        name: SOURCE_KINDS[settings["type"]](name, settings)
+        for name, settings in config.sources.items()
+        if settings.get("enabled", True)
+    }
+
+
+@dataclass
+class Runtime:
+    config: Config
+    store: EmbeddedStore
+    dedup: DedupStore
+    queue: CommandQueue
+    ingestor: Ingestor
+    adapters: dict[str, SourceAdapter]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def build_runtime(config: Config) -> Runtime:
+    store = EmbeddedStore(config["storage"]["path"])
+    if config["dedup"]["backend"] == "redis":
+        dedup: DedupStore = RedisDedupStore(redis_client(config), config["redis"]["key_prefix"])
+    else:
+        dedup = SQLiteDedupStore(store)
+    queue: CommandQueue = store
+    return Runtime(
+        config=config,
+        store=store,
+        dedup=dedup,
+        queue=queue,
+        ingestor=Ingestor(config, dedup, queue),
+        adapters=build_adapters(config),
+    )

@@ -1,0 +1,150 @@
+"""The one shape every source adapter has.
+
+An adapter is a small module: `verify` (signature or credentials), a marshmallow schema,
+`event_id`, and `normalise(payload) -> [LeadUpdateCommand]` driven by a table from event
+type to function. The same adapter serves `POST /webhooks/<source>` and a Kafka source
+topic bound to that format, so it sees an `InboundRequest`, never a Flask request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from marshmallow import ValidationError
+
+from service.command import LeadUpdateCommand
+
+
+class AdapterError(Exception):
+    """Base of the errors an adapter raises; each maps to one HTTP answer."""
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "BAD_REQUEST"
+
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = dict(details or {})
+
+
+class AuthenticationFailed(AdapterError):
+    status = 401
+    code = "UNAUTHORIZED"
+
+
+class UnsupportedMediaType(AdapterError):
+    status = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class PayloadInvalid(AdapterError):
+    status = 400
+    code = "VALIDATION_ERROR"
+
+    @classmethod
+    def from_marshmallow(cls, error: ValidationError) -> PayloadInvalid:
+        messages = error.normalized_messages()
+        return cls("the payload is not valid", _flatten(messages))
+
+
+class UpstreamUnavailable(AdapterError):
+    """A fetch the adapter needs (CRM API, Graph API) failed transiently: the sender retries."""
+
+    status = 503
+    code = "UPSTREAM_UNAVAILABLE"
+
+
+def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested message dict -> {"lead.email": ["Not a valid email address."]}."""
+    out: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict | list) and not _is_message_list(value):
+                out.update(_flatten(value, name))
+            else:
+                out[name] = [str(m) for m in (value if isinstance(value, list) else [value])]
+    elif isinstance(messages, list):
+        out[prefix or "_schema"] = [str(m) for m in messages]
+    else:
+        out[prefix or "_schema"] = [str(messages)]
+    return out
+
+
+def _is_message_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(m, str) for m in value)
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """What an adapter may look at: transport-neutral (HTTP request or Kafka record)."""
+
+    source: str
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-cased names
+    method: str = "POST"
+    url: str = ""  # the public URL the sender called (for signatures over the URL)
+    query: Mapping[str, str] = field(default_factory=dict)
+    path_params: Mapping[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+    received_at: float = 0.0  # unix seconds
+    transport: str = "http"  # "http" | "kafka"
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def json(self) -> Any:
+        if self.content_type.split(";")[0].strip().lower() not in ("application/json", "text/json", ""):
+            if not self.content_type.lower().endswith("+json"):
+                raise UnsupportedMediaType(f"expected application/json, got {self.content_type!r}")
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UnsupportedMediaType(f"the body is not valid JSON: {exc}") from None
+
+
+@dataclass
+class Normalised:
+    """An adapter's answer: commands to queue, and events deliberately not handled."""
+
+    commands: list[LeadUpdateCommand] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # event types acknowledged but unsupported
+    skipped_mappings: int = 0  # configured mappings naming a field the payload did not have
+
+
+EventHandler = Callable[..., list[LeadUpdateCommand]]
+
+
+class SourceAdapter:
+    """Subclass per sender. `settings` is the sender's validated config section."""
+
+    name: ClassVar[str]
+    # Extra keys this adapter accepts in its config section, as marshmallow fields.
+    settings_fields: ClassVar[dict[str, Any]] = {}
+    # Sources that the Kafka consumers can read in this format (False: HTTP only).
+    kafka_capable: ClassVar[bool] = True
+
+    def __init__(self, source: str, settings: Mapping[str, Any]) -> None:
+        self.source = source
+        self.settings = settings
+
+    def verify(self, request: InboundRequest) -> None:
+        """Raise AuthenticationFailed unless the request is authentic."""
+        raise NotImplementedError
+
+    def parse(self, request: InboundRequest) -> Any:
+        """Decode and validate the body with the adapter's schema; raise PayloadInvalid."""
+        raise NotImplementedError
+
+    def event_id(self, payload: Any, request: InboundRequest) -> str | None:
+        return None
+
+    def normalise(self, payload: Any, request: InboundRequest) -> Normalised:
+        raise NotImplementedError
+
+    def handle_get(self, request: InboundRequest) -> tuple[int, str] | None:
+        """A GET on the webhook route (Meta's verification handshake); None: 405."""
+        return None

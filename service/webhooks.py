@@ -1,0 +1,123 @@
+"""`POST /webhooks/<source>` (and `GET` for handshakes such as Meta's): one route for every
+sender. The adapter verifies, validates and normalises; the ingestor dedups and queues."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from service import metrics
+from service.dedup import DedupUnavailable
+from service.ingest import IngestResult, QueueUnavailable
+from service.runtime import Runtime
+from service.sources.base import AdapterError, InboundRequest
+
+log = logging.getLogger("leadrelay.webhooks")
+webhooks = Blueprint("webhooks", __name__)
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> tuple[Response, int]:
+    body: dict[str, Any] = {"error": message, "code": code}
+    if details:
+        body["details"] = details
+    return jsonify(body), status
+
+
+def inbound_request(source: str, path_params: dict[str, str] | None = None) -> InboundRequest:
+    public_base = current_app.config["LEADRELAY"]["server"].get("public_base_url")
+    url = (public_base.rstrip("/") + request.full_path.rstrip("?")) if public_base else request.url
+    return InboundRequest(
+        source=source,
+        body=request.get_data(cache=True),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        method=request.method,
+        url=url,
+        query=request.args.to_dict(),
+        path_params=path_params or {},
+        content_type=request.content_type or "",
+        received_at=time.time(),
+        transport="http",
+    )
+
+
+def _runtime() -> Runtime:
+    return current_app.extensions["leadrelay"]
+
+
+@webhooks.route("/webhooks/<source>", methods=["POST"])
+@webhooks.route("/webhooks/<source>/<token>", methods=["POST"])
+def receive(source: str, token: str | None = None) -> Any:
+    runtime = _runtime()
+    adapter = runtime.adapters.get(source)
+    if adapter is None:
+        metrics.WEBHOOKS_RECEIVED.labels(source="unknown", outcome="unknown_source").inc()
+        return error_response(404, "UNKNOWN_SOURCE", f"no source named {source!r} is configured")
+    inbound = inbound_request(source, {"token": token} if token else None)
+    try:
+        adapter.verify(inbound)
+        payload = adapter.parse(inbound)
+        normalised = adapter.normalise(payload, inbound)
+    except AdapterError as exc:
+        metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome=exc.code.lower()).inc()
+        log.info("webhook rejected: %s", exc.message, extra={"source": source, "status": exc.status})
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    for event_type in normalised.ignored:
+        metrics.EVENTS_IGNORED.labels(source=source, event_type=event_type).inc()
+    if normalised.skipped_mappings:
+        metrics.MAPPINGS_SKIPPED.labels(source=source).inc(normalised.skipped_mappings)
+    if not normalised.commands:
+        metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="ignored").inc()
+        return jsonify({"status": "ignored", "ignored": normalised.ignored}), 200
+
+    results: list[IngestResult] = []
+    try:
+        for command in normalised.commands:
+            results.append(runtime.ingestor.accept(command))
+    except (QueueUnavailable, DedupUnavailable, sqlite3.OperationalError) as exc:
+        metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="unavailable").inc()
+        log.warning("cannot accept work now: %s", exc, extra={"source": source})
+        response, status = error_response(
+            503, "UNAVAILABLE", "leadrelay cannot take events right now; retry later"
+        )
+        response.headers["Retry-After"] = "5"
+        return response, status
+    return ingest_response(source, results)
+
+
+def ingest_response(source: str, results: list[IngestResult]) -> Any:
+    statuses = {r.status for r in results}
+    if "in_progress" in statuses and "accepted" not in statuses:
+        metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="in_progress").inc()
+        response, status = error_response(
+            503, "IN_PROGRESS", "this event is being accepted by another request; retry later"
+        )
+        response.headers["Retry-After"] = "2"
+        return response, status
+    outcome = "accepted" if "accepted" in statuses else "duplicate"
+    metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome=outcome).inc()
+    body: dict[str, Any] = {"status": outcome}
+    if len(results) == 1:
+        body["command_id"] = results[0].command_id
+    else:
+        body["command_ids"] = [r.command_id for r in results]
+        body["results"] = [{"command_id": r.command_id, "status": r.status} for r in results]
+    return jsonify(body), 202 if outcome == "accepted" else 200
+
+
+@webhooks.route("/webhooks/<source>", methods=["GET"])
+def handshake(source: str) -> Any:
+    adapter = _runtime().adapters.get(source)
+    if adapter is None:
+        return error_response(404, "UNKNOWN_SOURCE", f"no source named {source!r} is configured")
+    try:
+        answer = adapter.handle_get(inbound_request(source))
+    except AdapterError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    if answer is None:
+        return error_response(405, "METHOD_NOT_ALLOWED", "this source accepts POST only")
+    status, text = answer
+    return Response(text, status=status, mimetype="text/plain")
