@@ -2,6 +2,8 @@
 
 leadrelay serve                 web (gunicorn) + dispatcher; sandbox simulators when no credentials
 leadrelay dispatch              the embedded dispatcher alone
+leadrelay kafka-dispatch        distributed mode: the dispatcher consumer (command + retry topics)
+leadrelay consume-sources       distributed mode: source-topic consumers -> command topic
 leadrelay check-config          validate the configuration and exit
 leadrelay events list|show|replay   the event log, through the admin API
 leadrelay demo                  send a signed sample event and follow it to the provider
@@ -195,6 +197,66 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distributed_config(args: argparse.Namespace, what: str) -> Config:
+    config = _config(args)
+    configure_logging(config["logging"]["level"], config["logging"]["json"])
+    if config["mode"] != "distributed":
+        print(
+            f"leadrelay: `{what}` needs mode: distributed (the embedded mode uses `dispatch`)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return config
+
+
+def _serve_own_metrics(config: Config, port: int | None) -> None:
+    from service.metrics import serve_metrics
+
+    try:
+        if port is not None:
+            serve_metrics(port)
+        elif config["server"]["metrics_port"]:
+            serve_metrics(config["server"]["metrics_port"])
+    except OSError as exc:
+        log.warning("metrics port unavailable: %s", exc)
+
+
+def _stop_on_signals(stop: Any) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %s: finishing the in-flight batch and leaving the group", signum)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def cmd_kafka_dispatch(args: argparse.Namespace) -> int:
+    from consumers.dispatcher import KafkaDispatcher
+
+    config = _distributed_config(args, "kafka-dispatch")
+    _serve_own_metrics(config, args.metrics_port)
+    dispatcher = KafkaDispatcher(config)
+    _stop_on_signals(dispatcher.stop)
+    dispatcher.run()
+    return 0
+
+
+def cmd_consume_sources(args: argparse.Namespace) -> int:
+    from consumers.sources import SourceConsumers
+    from service.runtime import build_runtime
+
+    config = _distributed_config(args, "consume-sources")
+    _serve_own_metrics(config, args.metrics_port)
+    try:
+        consumers = SourceConsumers(build_runtime(config))
+    except ValueError as exc:
+        print(f"leadrelay: {exc}", file=sys.stderr)
+        return 2
+    _stop_on_signals(consumers.stop)
+    consumers.run()
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _config(args)
     print(f"configuration OK: {config.path}")
@@ -332,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch = sub.add_parser("dispatch", help="the embedded dispatcher alone")
     dispatch.add_argument("--metrics-port", type=int, default=None)
     dispatch.set_defaults(func=cmd_dispatch)
+    kafka_dispatch = sub.add_parser("kafka-dispatch", help="distributed mode: the dispatcher consumer")
+    kafka_dispatch.add_argument("--metrics-port", type=int, default=None)
+    kafka_dispatch.set_defaults(func=cmd_kafka_dispatch)
+    sources = sub.add_parser("consume-sources", help="distributed mode: source-topic consumers")
+    sources.add_argument("--metrics-port", type=int, default=None)
+    sources.set_defaults(func=cmd_consume_sources)
     sub.add_parser("check-config", help="validate the configuration").set_defaults(func=cmd_check_config)
     events = sub.add_parser("events", help="the event log: list, show, replay")
     events.add_argument("action", choices=["list", "show", "replay"])

@@ -96,6 +96,89 @@ class RateLimitSchema(_Strict):
     per_seconds = fields.Float(required=True, validate=validate.Range(min=0.001))
 
 
+# ---- kafka (distributed mode) ---------------------------------------------------------
+
+
+class KafkaSecuritySchema(_Strict):
+    """Passed through to kafka-python unchanged (same names as its keyword arguments)."""
+
+    security_protocol = fields.String(
+        load_default="PLAINTEXT", validate=validate.OneOf(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
+    )
+    sasl_mechanism = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.OneOf(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"]),
+    )
+    sasl_plain_username = fields.String(load_default=None, allow_none=True)
+    sasl_plain_password = fields.String(load_default=None, allow_none=True)
+    sasl_kerberos_service_name = fields.String(load_default=None, allow_none=True)
+    ssl_cafile = fields.String(load_default=None, allow_none=True)
+    ssl_certfile = fields.String(load_default=None, allow_none=True)
+    ssl_keyfile = fields.String(load_default=None, allow_none=True)
+    ssl_password = fields.String(load_default=None, allow_none=True)
+    ssl_check_hostname = fields.Boolean(load_default=True)
+
+
+class KafkaTopicsSchema(_Strict):
+    commands = fields.String(load_default="leadrelay.commands")
+    dlq = fields.String(load_default="leadrelay.dlq")
+    retry = fields.String(load_default="leadrelay.retry")
+
+
+class KafkaGroupsSchema(_Strict):
+    dispatcher = fields.String(load_default="leadrelay-dispatcher")
+
+
+class KafkaProducerSchema(_Strict):
+    # How long a webhook may wait for the broker before answering 503.
+    request_timeout_ms = fields.Integer(load_default=10000, validate=validate.Range(min=100))
+    max_block_ms = fields.Integer(load_default=10000, validate=validate.Range(min=100))
+    delivery_timeout_ms = fields.Integer(load_default=15000, validate=validate.Range(min=200))
+    linger_ms = fields.Integer(load_default=2, validate=validate.Range(min=0))
+    compression_type = fields.String(
+        load_default=None, allow_none=True, validate=validate.OneOf(["gzip", "snappy", "lz4", "zstd"])
+    )
+
+
+class KafkaConsumerSchema(_Strict):
+    max_poll_records = fields.Integer(load_default=500, validate=validate.Range(min=1))
+    max_poll_interval_ms = fields.Integer(load_default=60000, validate=validate.Range(min=1000))
+    session_timeout_ms = fields.Integer(load_default=10000, validate=validate.Range(min=1000))
+    heartbeat_interval_ms = fields.Integer(load_default=2000, validate=validate.Range(min=100))
+    request_timeout_ms = fields.Integer(load_default=30000, validate=validate.Range(min=1000))
+    poll_timeout_ms = fields.Integer(load_default=500, validate=validate.Range(min=0))
+
+
+class KafkaSourceSchema(_Strict):
+    topic = fields.String(required=True, validate=validate.Length(min=1))
+    # A configured source name (its type is the payload format) or a source type.
+    format = fields.String(required=True)
+    group_id = fields.String(load_default=None, allow_none=True)
+
+
+class KafkaSchema(_Strict):
+    bootstrap_servers = StringList(load_default=lambda: ["127.0.0.1:9092"], validate=validate.Length(min=1))
+    client_id = fields.String(load_default="leadrelay")
+    security = fields.Nested(KafkaSecuritySchema, load_default=lambda: KafkaSecuritySchema().load({}))
+    topics = fields.Nested(KafkaTopicsSchema, load_default=lambda: KafkaTopicsSchema().load({}))
+    groups = fields.Nested(KafkaGroupsSchema, load_default=lambda: KafkaGroupsSchema().load({}))
+    # Topics leadrelay creates when missing (commands, dlq, retry).
+    auto_create_topics = fields.Boolean(load_default=True)
+    partitions = fields.Integer(load_default=6, validate=validate.Range(min=1, max=10000))
+    replication_factor = fields.Integer(load_default=1, validate=validate.Range(min=1, max=16))
+    producer = fields.Nested(KafkaProducerSchema, load_default=lambda: KafkaProducerSchema().load({}))
+    consumer = fields.Nested(KafkaConsumerSchema, load_default=lambda: KafkaConsumerSchema().load({}))
+    # A rate-limit or not-configured wait up to this long is waited out inside the batch;
+    # longer waits (and every transient failure) go through the retry topic.
+    max_in_batch_wait_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=0))
+    # Event log entries in Redis live this long (the delivery ledger lives as long as dedup).
+    event_ttl_seconds = fields.Integer(load_default=7 * 24 * 3600, validate=validate.Range(min=60))
+    # A dispatcher that stops heartbeating this long is dead: its in-flight claims are recovered.
+    owner_ttl_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=1))
+    sources = fields.List(fields.Nested(KafkaSourceSchema), load_default=list)
+
+
 class RouteSchema(_Strict):
     source = fields.String(required=True)
     event_types = StringList(load_default=lambda: ["*"])
@@ -135,8 +218,8 @@ class ConfigSchema(_Strict):
     sources = fields.Dict(keys=fields.String(), values=fields.Dict(), load_default=dict)
     providers = fields.Dict(keys=fields.String(), values=fields.Dict(), load_default=dict)
     routes = fields.List(fields.Nested(RouteSchema), load_default=list)
-    # Owned by the Kafka mode (consumers/); validated there.
-    kafka = fields.Dict(load_default=dict)
+    # Distributed mode (consumers/): brokers, topics, groups, client settings.
+    kafka = fields.Nested(lambda: KafkaSchema(), load_default=lambda: KafkaSchema().load({}))
 
     @validates_schema
     def _check_references(self, data: dict[str, Any], **_: Any) -> None:
@@ -267,6 +350,15 @@ def validate_config(raw: Mapping[str, Any], path: str | None = None) -> Config:
                 data[section][name] = schema.load(settings)
             except ValidationError as exc:
                 errors.extend(_format_errors(exc.messages, f"{section}.{name}"))
+    for index, binding in enumerate(data["kafka"]["sources"]):
+        if binding["format"] not in data["sources"] and binding["format"] not in SOURCE_KINDS:
+            errors.append(
+                f"kafka.sources.{index}.format: {binding['format']!r} is neither a configured source"
+                f" ({', '.join(sorted(data['sources'])) or 'none'}) nor a source type"
+                f" ({', '.join(sorted(SOURCE_KINDS))})"
+            )
+    if data["mode"] == "distributed" and not data["redis"].get("url"):
+        errors.append("redis.url: distributed mode needs Redis (LEADRELAY__REDIS__URL)")
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     register_secrets_in(data)

@@ -172,8 +172,9 @@ class DeliveryCore:
             )
         if result.outcome is Outcome.RATE_LIMITED:
             wait = result.retry_after if result.retry_after is not None else (limit[1] if limit else 5.0)
-            if limit and isinstance(self.limiter, InProcessRateLimiter):
-                self.limiter.penalise(handler.account, wait, *limit)
+            penalise = getattr(self.limiter, "penalise", None)  # in-process and Redis limiters
+            if limit and penalise is not None:
+                penalise(handler.account, wait, *limit)
             metrics.RETRIES.labels(provider=group.provider, reason="rate_limited").inc()
             # A 429 reschedules without using up the retry budget.
             return Decision(

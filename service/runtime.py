@@ -1,7 +1,8 @@
 """Wiring: build the stores, queue and adapters that a configuration asks for.
 
 Embedded mode: SQLite for queue, ledger, event log and (by default) dedup. Distributed
-mode swaps in Kafka and Redis (see consumers/); the rest of the code does not change.
+mode swaps in Kafka (the command topic, see consumers/) and Redis (dedup, ledger, event
+log, rate limits); the webhook, admin and health code does not change.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import redis
 from service.config import Config
 from service.dedup import DedupStore, RedisDedupStore, SQLiteDedupStore
 from service.ingest import CommandQueue, Ingestor
+from service.redis_state import RedisEventStore
 from service.sources import SOURCE_KINDS
 from service.sources.base import SourceAdapter
 from service.store import EmbeddedStore
@@ -38,7 +40,7 @@ def build_adapters(config: Config) -> dict[str, SourceAdapter]:
 @dataclass
 class Runtime:
     config: Config
-    store: EmbeddedStore
+    store: EmbeddedStore | RedisEventStore
     dedup: DedupStore
     queue: CommandQueue
     ingestor: Ingestor
@@ -46,7 +48,32 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def build_distributed_runtime(config: Config) -> Runtime:
+    from consumers.client import BrokerCheck
+    from consumers.command_queue import KafkaCommandQueue
+
+    client = redis_client(config)
+    prefix = config["redis"]["key_prefix"]
+    ttl = max(int(config["kafka"]["event_ttl_seconds"]), int(config["dedup"]["window_seconds"]))
+    events = RedisEventStore(client, prefix, ttl_seconds=ttl)
+    queue = KafkaCommandQueue(config, events)
+    events.requeue = queue.publish  # replay re-produces to the command topic
+    # Dedup is always shared in distributed mode: replicas must see each other's claims.
+    dedup = RedisDedupStore(client, prefix)
+    return Runtime(
+        config=config,
+        store=events,
+        dedup=dedup,
+        queue=queue,
+        ingestor=Ingestor(config, dedup, queue),
+        adapters=build_adapters(config),
+        extras={"readiness_checks": {"kafka": BrokerCheck(config), "redis": lambda: client.ping()}},
+    )
+
+
 def build_runtime(config: Config) -> Runtime:
+    if config["mode"] == "distributed":
+        return build_distributed_runtime(config)
     store = EmbeddedStore(config["storage"]["path"])
     if config["dedup"]["backend"] == "redis":
         dedup: DedupStore = RedisDedupStore(redis_client(config), config["redis"]["key_prefix"])

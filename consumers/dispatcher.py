@@ -1,0 +1,520 @@
+"""The dispatcher consumer: command topic (and retry topic) -> `DeliveryCore` -> providers.
+
+One loop per process, in its main thread (kafka-python consumers are not thread-safe):
+
+1. poll a batch; decode each record (an undecodable one is dead-lettered at once);
+2. group by (partition, provider, lead) in record order and coalesce each group into one
+   call through the same `DeliveryCore` as the embedded dispatcher, on a worker pool;
+3. per (command, provider): claim in the Redis ledger before the call, record after it.
+   A rate-limit wait is waited out inside the batch; a transient failure (and any wait
+   longer than `kafka.max_in_batch_wait_seconds`) goes to the retry topic with its due
+   time, so one failing lead never stalls its partition; a permanent one to the DLQ;
+4. commit, per partition, the offset of the first record whose outcome is not durable.
+
+While a batch runs its partitions are paused and `poll` keeps being called, so the
+consumer stays in the group however long the provider limit makes the batch. Retry-topic
+records that are not due yet are not held in memory: the partition is rewound to them and
+paused until they are due.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from consumers.batch import Batch, Group, Item
+from consumers.client import (
+    H_ATTEMPTS,
+    H_DUE_AT,
+    H_KIND,
+    H_PROVIDER,
+    H_RECEIVED_AT,
+    H_REQUEST_ID,
+    ensure_topics,
+    headers_dict,
+    make_consumer,
+    make_producer,
+)
+from consumers.outcomes import OutcomePublisher
+from service import metrics
+from service.command import SCHEMA_VERSION, LeadUpdateCommand
+from service.config import Config
+from service.dispatcher import Decision, DeliveryCore, coalesce
+from service.logs import command_id_var
+from service.redis_state import RedisEventStore, RedisRateLimiter, StateUnavailable
+from service.runtime import redis_client
+from service.store import Delivery, DeliveryGroup
+
+log = logging.getLogger("leadrelay.kafka.dispatcher")
+
+STATE_RETRY_SECONDS = 1.0  # Redis or the broker could not take an outcome: try the group again
+BUSY_RETRY_SECONDS = 0.5  # another live dispatcher holds the claim (rebalance overlap)
+KEEPALIVE_SECONDS = 1.0
+
+
+class KafkaDispatcher(ConsumerRebalanceListener):
+    def __init__(self, config: Config, owner: str | None = None) -> None:
+        self.config = config
+        kafka = config["kafka"]
+        self.topics = kafka["topics"]
+        self.owner = owner or uuid.uuid4().hex[:12]
+        client = redis_client(config)
+        prefix = config["redis"]["key_prefix"]
+        ttl = max(int(kafka["event_ttl_seconds"]), int(config["dedup"]["window_seconds"]))
+        self.ledger = RedisEventStore(client, prefix, ttl_seconds=ttl)
+        self.core = DeliveryCore(config, limiter=RedisRateLimiter(client, prefix))
+        self.concurrency = int(config["dispatcher"]["concurrency"])
+        self.max_in_batch_wait = float(kafka["max_in_batch_wait_seconds"])
+        self.owner_ttl = float(kafka["owner_ttl_seconds"])
+        self.poll_timeout_ms = int(kafka["consumer"]["poll_timeout_ms"])
+        self.stopping = threading.Event()
+        self.producer = make_producer(config)
+        self.outcomes = OutcomePublisher(self.producer, self.topics["dlq"], self.topics["retry"])
+        self.consumer: KafkaConsumer | None = None
+        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="kdeliver")
+        self.batch: Batch | None = None
+        self.resume_at: dict[TopicPartition, float] = {}
+        self._local_in_flight: set[tuple[str, str]] = set()
+        self._local_lock = threading.Lock()
+        self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="owner-heartbeat", daemon=True)
+
+    # ---- liveness ---------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Other dispatchers treat our in-flight claims as live while this key exists."""
+        while not self.stopping.is_set():
+            try:
+                self.ledger.heartbeat(self.owner, self.owner_ttl)
+            except StateUnavailable as exc:
+                log.warning("owner heartbeat failed: %s", exc)
+            self.stopping.wait(self.owner_ttl / 3)
+
+    # ---- rebalance listener (called from poll, in the main thread) --------------------
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        batch = self.batch
+        if batch is not None:
+            mine = set(revoked) & batch.partitions()
+            self._commit(batch.commit_offsets(mine))
+            for tp in mine:
+                batch.exclude_partition(tp)
+            if mine:
+                log.info("partitions revoked mid-batch", extra={"partitions": sorted(map(str, mine))})
+        for tp in revoked:
+            self.resume_at.pop(tp, None)
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        # Evicted: a commit would fail; the next owner re-reads, the ledger stops doubles.
+        batch = self.batch
+        if batch is not None:
+            for tp in set(lost) & batch.partitions():
+                batch.exclude_partition(tp)
+        for tp in lost:
+            self.resume_at.pop(tp, None)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.batch is not None and self.consumer is not None and assigned:
+            # Mid-batch: keep-alive polls must not fetch; the next batch takes them.
+            self.consumer.pause(*assigned)
+        log.info("partitions assigned", extra={"partitions": sorted(map(str, assigned))})
+
+    # ---- decoding ---------------------------------------------------------------------
+
+    def decode(self, tp: TopicPartition, record: ConsumerRecord) -> Item:
+        headers = headers_dict(record.headers)
+        item = Item(tp=tp, record=record)
+        item.received_at = float(headers.get(H_RECEIVED_AT) or (record.timestamp or 0) / 1000 or time.time())
+        try:
+            item.command = LeadUpdateCommand.from_json(record.value or b"")
+        except Exception as exc:  # any decoding problem is this record's, not the batch's
+            try:
+                self.outcomes.dead_letter(record, f"not a valid {SCHEMA_VERSION} command: {exc}", "leadrelay")
+            except KafkaError as dlq_error:
+                log.warning("dead letter not written; record re-read later: %s", dlq_error)
+                item.excluded = True
+                return item
+            metrics.DEAD_LETTERS.labels(provider="none", stage="leadrelay").inc()
+            log.warning("undecodable command dead-lettered", extra={"origin": f"{tp.topic}/{tp.partition}"})
+            return item
+        if record.topic == self.topics["retry"]:
+            provider = headers.get(H_PROVIDER, "")
+            item.providers = (provider,) if provider else ()
+            item.attempts = int(headers.get(H_ATTEMPTS) or 0)
+            item.kind = headers.get(H_KIND, "deliver")
+            item.request_id = headers.get(H_REQUEST_ID)
+        else:
+            item.providers = tuple(item.command.providers)
+        item.unresolved = set(item.providers)
+        return item
+
+    # ---- one group: claim, call, record (worker thread) --------------------------------
+
+    def _claim(self, group: Group, items: list[Item]) -> tuple[list[tuple[Item, Delivery]], list[Item], bool]:
+        """-> (claimed deliveries, items already resolved, whether one was busy)."""
+        claimed: list[tuple[Item, Delivery]] = []
+        resolved: list[Item] = []
+        for item in items:
+            assert item.command is not None
+            key = (item.command.command_id, group.provider)
+            verdict, previous = self.ledger.claim(key[0], group.provider, self.owner)
+            if verdict == "mine":
+                with self._local_lock:
+                    verdict = "busy" if key in self._local_in_flight else "orphan"
+            if verdict == "busy":
+                return claimed, resolved, True  # keep order: nothing after a busy one
+            if verdict == "done":
+                resolved.append(item)
+                continue
+            delivery = Delivery(
+                command=item.command,
+                provider=group.provider,
+                seq=item.offset,
+                attempts=int(previous.get("attempts") or item.attempts),
+                status="polling" if group.kind == "poll" else "pending",
+                request_id=item.request_id or previous.get("request_id"),
+                received_at=item.received_at,
+            )
+            if verdict == "orphan" and group.kind == "deliver" and self._confirmed_applied(group, delivery):
+                resolved.append(item)
+                continue
+            claimed.append((item, delivery))
+        return claimed, resolved, False
+
+    def _confirmed_applied(self, group: Group, delivery: Delivery) -> bool:
+        """A dead owner left this (command, provider) in flight: did its call land?"""
+        handler = self.core.handlers.get(group.provider)
+        merged = coalesce([delivery], self.ledger.applied_versions(group.lead_key, group.provider))
+        applied = handler.confirm_applied(merged.update) if handler else None
+        command_id = delivery.command.command_id
+        if applied:
+            log.warning(
+                "in-flight delivery of a dead owner: provider already has it",
+                extra={"command_id": command_id},
+            )
+            self.ledger.record(
+                command_id, group.provider, "delivered", last_error="confirmed applied after a crash"
+            )
+            self.ledger.record_versions(group.lead_key, group.provider, merged.field_versions)
+            return True
+        log.warning(
+            "in-flight delivery of a dead owner: sending again",
+            extra={"command_id": command_id, "confirmable": applied is not None},
+        )
+        return False
+
+    def run_group(self, group: Group) -> float | None:
+        """Deliver what is open in `group`; None when done, else seconds until it runs again."""
+        items = group.open_items()
+        try:
+            claimed, resolved, busy = self._claim(group, items)
+        except StateUnavailable as exc:
+            log.warning("ledger unavailable; will retry: %s", exc, extra={"provider": group.provider})
+            return STATE_RETRY_SECONDS
+        for item in resolved:
+            item.unresolved.discard(group.provider)
+        if not claimed:
+            return BUSY_RETRY_SECONDS if busy else None
+        keys = {(d.command.command_id, group.provider) for _, d in claimed}
+        with self._local_lock:
+            self._local_in_flight |= keys
+        try:
+            return self._deliver(group, claimed, busy)
+        finally:
+            with self._local_lock:
+                self._local_in_flight -= keys
+
+    def _deliver(self, group: Group, claimed: list[tuple[Item, Delivery]], busy: bool) -> float | None:
+        delivery_group = DeliveryGroup(group.provider, group.lead_key, [d for _, d in claimed])
+        try:
+            if group.kind == "poll":
+                decision = self.core.poll(delivery_group)
+            else:
+                decision = self.core.deliver(
+                    delivery_group, self.ledger.applied_versions(group.lead_key, group.provider)
+                )
+        except StateUnavailable as exc:
+            self._release(group, claimed)
+            log.warning("shared state unavailable; will retry: %s", exc, extra={"provider": group.provider})
+            return STATE_RETRY_SECONDS
+        try:
+            again = self._apply(group, claimed, decision)
+        except (StateUnavailable, KafkaError) as exc:
+            # The outcome is not durable: the records stay uncommitted and the group runs again.
+            log.warning("outcome not recorded; will retry: %s", exc, extra={"provider": group.provider})
+            return STATE_RETRY_SECONDS
+        if again is not None:
+            return again
+        return BUSY_RETRY_SECONDS if busy else None
+
+    def _release(self, group: Group, claimed: list[tuple[Item, Delivery]]) -> None:
+        for _, delivery in claimed:
+            try:
+                self.ledger.record(delivery.command.command_id, group.provider, "pending")
+            except StateUnavailable:
+                pass  # the claim stays ours; we re-check it as an orphan of our own
+
+    def _apply(self, group: Group, claimed: list[tuple[Item, Delivery]], decision: Decision) -> float | None:
+        now = time.time()
+        provider = group.provider
+        wait = (decision.next_attempt_at or now) - now
+        if decision.status == "pending" and not decision.count_attempt and wait <= self.max_in_batch_wait:
+            # A rate-limit slot or a short not-configured wait: hold the group in the batch.
+            for _, delivery in claimed:
+                self.ledger.record(
+                    delivery.command.command_id,
+                    provider,
+                    "pending",
+                    next_attempt_at=decision.next_attempt_at,
+                    last_error=decision.error,
+                    error_stage=decision.stage,
+                )
+            return max(0.001, wait)
+        for item, delivery in claimed:
+            command_id = delivery.command.command_id
+            token = command_id_var.set(command_id)
+            try:
+                self._record_one(group, item, delivery, decision, now)
+            finally:
+                command_id_var.reset(token)
+            item.unresolved.discard(provider)
+        if decision.status == "delivered":
+            self.ledger.record_versions(group.lead_key, provider, decision.field_versions)
+        return None
+
+    def _record_one(
+        self, group: Group, item: Item, delivery: Delivery, decision: Decision, now: float
+    ) -> None:
+        provider = group.provider
+        command_id = delivery.command.command_id
+        attempts = delivery.attempts + (1 if decision.count_attempt else 0)
+        common = {
+            "last_error": decision.error,
+            "error_stage": decision.stage,
+            "response": decision.response,
+        }
+        if decision.status == "delivered":
+            self.ledger.record(
+                command_id, provider, "delivered", count_attempt=decision.count_attempt, **common
+            )
+            metrics.DELIVERIES.labels(provider=provider, outcome="delivered").inc()
+            if delivery.received_at:
+                metrics.DELIVERY_LATENCY.labels(provider=provider).observe(
+                    max(0.0, now - delivery.received_at)
+                )
+            log.info("delivered", extra={"provider": provider, "note": decision.error})
+        elif decision.status == "dead_lettered":
+            self.outcomes.dead_letter(
+                item.record,
+                decision.error or "dead-lettered",
+                decision.stage or "provider",
+                provider,
+                command_id,
+            )
+            self.ledger.record(
+                command_id, provider, "dead_lettered", count_attempt=decision.count_attempt, **common
+            )
+            metrics.DELIVERIES.labels(provider=provider, outcome="dead_lettered").inc()
+            metrics.DEAD_LETTERS.labels(provider=provider, stage=decision.stage or "provider").inc()
+            log.warning(
+                "dead-lettered",
+                extra={"provider": provider, "reason": decision.error, "stage": decision.stage},
+            )
+        else:  # pending (transient, long wait) or polling: durably scheduled on the retry topic
+            due_at = decision.next_attempt_at or now
+            kind = "poll" if decision.status == "polling" else "deliver"
+            request_id = decision.request_id or delivery.request_id
+            self.outcomes.schedule_retry(
+                item.record,
+                provider,
+                attempts,
+                due_at,
+                kind=kind,
+                request_id=request_id,
+                received_at=delivery.received_at,
+                reason=decision.error,
+            )
+            self.ledger.record(
+                command_id,
+                provider,
+                decision.status,
+                count_attempt=decision.count_attempt,
+                next_attempt_at=due_at,
+                request_id=request_id,
+                **common,
+            )
+            log.info(
+                "rescheduled", extra={"provider": provider, "reason": decision.error, "retry_at": due_at}
+            )
+
+    # ---- the batch loop (main thread) ---------------------------------------------------
+
+    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets or self.consumer is None:
+            return
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+        except (CommitFailedError, KafkaError) as exc:
+            # Not fatal: the records are re-read by whoever owns the partition, and the
+            # ledger answers "done" for everything already delivered.
+            log.warning("offset commit failed: %s", exc)
+
+    def _keepalive(self) -> None:
+        """poll() on paused partitions: heartbeats, rebalances, max_poll_interval."""
+        assert self.consumer is not None
+        got = self.consumer.poll(timeout_ms=50)
+        for tp, records in got.items():  # a partition assigned mid-batch slipped through
+            self.consumer.seek(tp, records[0].offset)
+            self.consumer.pause(tp)
+
+    def _defer_retry_records(self, batch: Batch) -> None:
+        """Retry records not due yet: rewind the partition to the first one, pause it."""
+        assert self.consumer is not None
+        now = time.time()
+        for item in sorted(batch.items, key=lambda i: i.offset):
+            if item.excluded or item.tp.topic != self.topics["retry"]:
+                continue
+            due_at = float(headers_dict(item.record.headers).get(H_DUE_AT) or 0)
+            if due_at > now + 0.05:
+                batch.exclude_partition(item.tp, item.offset)
+                self.consumer.seek(item.tp, item.offset)
+                self.resume_at[item.tp] = min(self.resume_at.get(item.tp, due_at), due_at)
+
+    def process(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        assert self.consumer is not None
+        items = [self.decode(tp, r) for tp, recs in records.items() for r in recs]
+        batch = Batch(items)
+        self.batch = batch
+        self.consumer.pause(*self.consumer.assignment())
+        try:
+            self._defer_retry_records(batch)
+            self._register(batch)
+            batch.build_groups()
+            self._drive(batch)
+        finally:
+            self._commit(batch.commit_offsets())
+            self.batch = None
+            assigned = self.consumer.assignment()
+            # Records whose outcome is not durable are read again by this consumer.
+            for tp, offset in batch.rewind_positions().items():
+                if tp in assigned:
+                    self.consumer.seek(tp, offset)
+            self.consumer.resume(*[tp for tp in assigned if tp not in self.resume_at])
+
+    def _register(self, batch: Batch) -> None:
+        """Event log entries for commands this dispatcher sees first (produced directly)."""
+        for item in batch.items:
+            if item.command is None or item.excluded or item.tp.topic == self.topics["retry"]:
+                continue
+            while True:
+                try:
+                    self.ledger.register(item.command, item.received_at)
+                    break
+                except StateUnavailable as exc:
+                    if self.stopping.is_set():
+                        return
+                    log.warning("event log unavailable; waiting: %s", exc)
+                    self._keepalive()
+                    self.stopping.wait(STATE_RETRY_SECONDS)
+
+    def _drive(self, batch: Batch) -> None:
+        running: dict[Future[float | None], Group] = {}
+        last_keepalive = time.monotonic()
+        while True:
+            if self.stopping.is_set():
+                batch.abandon_waiting()
+            else:
+                for group in batch.due_groups(time.time()):
+                    if len(running) >= self.concurrency:
+                        break
+                    group.running = True
+                    running[self.pool.submit(self.run_group, group)] = group
+            if not running and not batch.open_groups():
+                return
+            if not running and self.stopping.is_set():
+                return
+            next_due = batch.next_due()
+            timeout = 0.2 if next_due is None else min(0.2, max(0.0, next_due - time.time()))
+            if running:
+                done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+            else:
+                done = set()
+                self.stopping.wait(timeout)
+            for future in done:
+                group = running.pop(future)
+                group.running = False
+                try:
+                    again = future.result()
+                except Exception as exc:  # a bug in one group must not stop the others
+                    log.exception("delivery failed unexpectedly", extra={"provider": group.provider})
+                    again = 30.0 if not isinstance(exc, KafkaError) else STATE_RETRY_SECONDS
+                if again is not None:
+                    group.next_at = time.time() + again
+            if time.monotonic() - last_keepalive > KEEPALIVE_SECONDS:
+                self._keepalive()
+                last_keepalive = time.monotonic()
+
+    def _resume_due(self) -> None:
+        assert self.consumer is not None
+        now = time.time()
+        due = [tp for tp, at in self.resume_at.items() if at <= now]
+        for tp in due:
+            del self.resume_at[tp]
+        assigned = self.consumer.assignment()
+        ready = [tp for tp in due if tp in assigned]
+        if ready:
+            self.consumer.resume(*ready)
+        # Deferred partitions stay paused (a fresh assignment is unpaused by the client).
+        paused = [tp for tp in self.resume_at if tp in assigned]
+        if paused:
+            self.consumer.pause(*paused)
+
+    def run(self) -> None:
+        ensure_topics(self.config, [self.topics["commands"], self.topics["retry"], self.topics["dlq"]])
+        self._heartbeat_thread.start()
+        self.consumer = make_consumer(self.config, self.config["kafka"]["groups"]["dispatcher"])
+        self.consumer.subscribe([self.topics["commands"], self.topics["retry"]], listener=self)
+        log.info("kafka dispatcher started", extra={"owner": self.owner, "concurrency": self.concurrency})
+        try:
+            while not self.stopping.is_set():
+                self._resume_due()
+                records = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+                if records:
+                    self.process(records)
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        """Calls in flight have finished (the batch loop waited); offsets are committed.
+        Leave the group now so the partitions move at once, not after a session timeout."""
+        self.pool.shutdown(wait=True)
+        if self.consumer is not None:
+            try:
+                self.consumer.close(autocommit=False, timeout_ms=5000)
+            except Exception as exc:  # the broker may be gone; we are leaving anyway
+                log.warning("consumer close: %s", exc)
+        try:
+            self.producer.close(timeout=5)
+        except Exception as exc:
+            log.warning("producer close: %s", exc)
+        try:
+            self.ledger.forget_owner(self.owner)
+        except StateUnavailable:
+            pass
+        log.info("kafka dispatcher stopped", extra={"owner": self.owner})
+
+
+def run_dispatcher(config: Config) -> Any:
+    return KafkaDispatcher(config)
