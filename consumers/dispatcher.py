@@ -28,7 +28,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -62,7 +62,7 @@ BUSY_RETRY_SECONDS = 0.5  # another live dispatcher holds the claim (rebalance o
 KEEPALIVE_SECONDS = 1.0
 
 
-class KafkaDispatcher(ConsumerRebalanceListener):
+class KafkaDispatcher(AsyncConsumerRebalanceListener):
     def __init__(self, config: Config, owner: str | None = None) -> None:
         self.config = config
         kafka = config["kafka"]
@@ -99,30 +99,41 @@ class KafkaDispatcher(ConsumerRebalanceListener):
                 log.warning("owner heartbeat failed: %s", exc)
             self.stopping.wait(self.owner_ttl / 3)
 
-    # ---- rebalance listener (called from poll, in the main thread) --------------------
+    # ---- rebalance listener -----------------------------------------------------------
+    # kafka-python runs these on its IO thread: they must not block, so the commit is
+    # awaited rather than made with the blocking `commit()`. They only flip flags on the
+    # batch that the main thread reads.
 
-    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         batch = self.batch
-        if batch is not None:
-            mine = set(revoked) & batch.partitions()
-            self._commit(batch.commit_offsets(mine))
-            for tp in mine:
-                batch.exclude_partition(tp)
-            if mine:
-                log.info("partitions revoked mid-batch", extra={"partitions": sorted(map(str, mine))})
         for tp in revoked:
             self.resume_at.pop(tp, None)
+        if batch is None or self.consumer is None:
+            return
+        mine = set(revoked) & batch.partitions()
+        offsets = batch.commit_offsets(mine)
+        for tp in mine:
+            batch.exclude_partition(tp)
+        if mine:
+            log.info("partitions revoked mid-batch", extra={"partitions": sorted(map(str, mine))})
+        if offsets:
+            try:
+                await self.consumer.commit_async(
+                    {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+                )
+            except Exception as exc:  # the next owner re-reads; the ledger stops a second call
+                log.warning("commit on revocation failed: %s", exc)
 
-    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         # Evicted: a commit would fail; the next owner re-reads, the ledger stops doubles.
         batch = self.batch
+        for tp in lost:
+            self.resume_at.pop(tp, None)
         if batch is not None:
             for tp in set(lost) & batch.partitions():
                 batch.exclude_partition(tp)
-        for tp in lost:
-            self.resume_at.pop(tp, None)
 
-    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if self.batch is not None and self.consumer is not None and assigned:
             # Mid-batch: keep-alive polls must not fetch; the next batch takes them.
             self.consumer.pause(*assigned)
