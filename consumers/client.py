@@ -58,6 +58,8 @@ def make_producer(config: Config, **overrides: Any) -> KafkaProducer:
         "linger_ms": producer["linger_ms"],
         "compression_type": producer["compression_type"],
         "reconnect_backoff_max_ms": 1000,
+        # Creating a producer talks to the broker too: bounded like every other wait.
+        "bootstrap_timeout_ms": producer["max_block_ms"],
         **overrides,
     }
     return KafkaProducer(**settings)

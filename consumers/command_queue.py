@@ -60,7 +60,16 @@ class KafkaCommandQueue:
             )
             future.get(timeout=self.ack_timeout)
         except KafkaError as exc:
+            self._discard_producer()
             raise QueueUnavailable(f"kafka: {type(exc).__name__}: {exc}") from None
+
+    def _discard_producer(self) -> None:
+        """After a failure start afresh: an idempotent producer whose batches expired can stay
+        wedged on the old sequence numbers long after the broker is back."""
+        with self._lock:
+            broken, self._producer = self._producer, None
+        if broken is not None:
+            threading.Thread(target=broken.close, kwargs={"timeout": 5}, daemon=True).start()
 
     def enqueue(self, command: LeadUpdateCommand) -> None:
         received_at = time.time()
