@@ -164,7 +164,7 @@ def measure(sim_url: str, sent: dict[str, float], total: int, run: str, timeout:
         calls = [c for c in sim_calls(sim_url) if c["json"][0]["Value"].startswith(f"{run}-")]
         return calls if len(calls) >= total else None
 
-    calls = wait_until(arrived, timeout=timeout, interval=0.5, what=f"{run}: {total} calls")
+    calls = wait_until(arrived, timeout=timeout, interval=2.0, what=f"{run}: {total} calls")
     latencies = sorted(c["at"] - sent[c["json"][0]["Value"]] for c in calls)
     elapsed = max(c["at"] for c in calls) - min(sent.values())
     notes = [c["json"][0]["Value"] for c in calls]

@@ -19,6 +19,8 @@ paused until they are due.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -423,38 +425,44 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
 
     def _register(self, batch: Batch) -> None:
         """Event log entries for commands this dispatcher sees first (produced directly)."""
-        for item in batch.items:
-            if item.command is None or item.excluded or item.tp.topic == self.topics["retry"]:
-                continue
-            while True:
-                try:
-                    self.ledger.register(item.command, item.received_at)
-                    break
-                except StateUnavailable as exc:
-                    if self.stopping.is_set():
-                        return
-                    log.warning("event log unavailable; waiting: %s", exc)
-                    self._keepalive()
-                    self.stopping.wait(STATE_RETRY_SECONDS)
+        pending = [
+            (item.command, item.received_at)
+            for item in batch.items
+            if item.command is not None and not item.excluded and item.tp.topic != self.topics["retry"]
+        ]
+        while pending and not self.stopping.is_set():
+            try:
+                self.ledger.register_many(pending)  # one round trip for the batch
+                return
+            except StateUnavailable as exc:
+                log.warning("event log unavailable; waiting: %s", exc)
+                self._keepalive()
+                self.stopping.wait(STATE_RETRY_SECONDS)
 
     def _drive(self, batch: Batch) -> None:
+        """Run every group of the batch on the pool, each when it is due, in a heap."""
+        order = itertools.count()
+        due: list[tuple[float, int, Group]] = [(g.next_at, next(order), g) for g in batch.groups]
+        heapq.heapify(due)
         running: dict[Future[float | None], Group] = {}
         last_keepalive = time.monotonic()
         while True:
             if self.stopping.is_set():
                 batch.abandon_waiting()
+                due = []
+            now = time.time()
+            while due and len(running) < self.concurrency and due[0][0] <= now:
+                _, _, group = heapq.heappop(due)
+                if group.dropped or not group.open_items():
+                    continue  # revoked, or resolved by an earlier run
+                group.running = True
+                running[self.pool.submit(self.run_group, group)] = group
+            if not running and not due:
+                return
+            if running and (len(running) >= self.concurrency or not due):
+                timeout = 0.2  # wait for a worker to come free, never spin
             else:
-                for group in batch.due_groups(time.time()):
-                    if len(running) >= self.concurrency:
-                        break
-                    group.running = True
-                    running[self.pool.submit(self.run_group, group)] = group
-            if not running and not batch.open_groups():
-                return
-            if not running and self.stopping.is_set():
-                return
-            next_due = batch.next_due()
-            timeout = 0.2 if next_due is None else min(0.2, max(0.0, next_due - time.time()))
+                timeout = min(0.2, max(0.001, due[0][0] - time.time())) if due else 0.2
             if running:
                 done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
             else:
@@ -470,6 +478,7 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
                     again = 30.0 if not isinstance(exc, KafkaError) else STATE_RETRY_SECONDS
                 if again is not None:
                     group.next_at = time.time() + again
+                    heapq.heappush(due, (group.next_at, next(order), group))
             if time.monotonic() - last_keepalive > KEEPALIVE_SECONDS:
                 self._keepalive()
                 last_keepalive = time.monotonic()

@@ -227,6 +227,30 @@ class RedisEventStore:
             )
         )
 
+    def register_many(self, commands: list[tuple[LeadUpdateCommand, float]]) -> None:
+        """`register` for a whole batch in one pipelined round trip."""
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for command, received_at in commands:
+                self._register(
+                    keys=[self.event_key(command.command_id), self.prefix + "seq", self.prefix + "events"],
+                    args=[
+                        command.to_json(),
+                        command.lead_key,
+                        command.source,
+                        command.event_type,
+                        command.occurred_at.isoformat(),
+                        received_at or time.time(),
+                        self.ttl,
+                        command.command_id,
+                    ],
+                    client=pipe,
+                )
+            pipe.execute()
+
+        self._call(run)
+
     def note_duplicate(self, command_id: str) -> None:
         def bump() -> None:
             if self.client.exists(self.event_key(command_id)):
