@@ -231,7 +231,9 @@ class HubSpotAdapter(SenderAdapter):
         if contact is None:
             raise Skip("contact_not_found")
         if event_type_of(event) == "contact.creation":
-            mapped = self.map_values(contact)
+            # HubSpot answers null for requested properties the contact has no value for;
+            # on creation that means "unknown", not "clear the field" as null means downstream.
+            mapped = self.map_values({k: v for k, v in contact.items() if v not in (None, "")})
             changes, skipped = mapped.changes, mapped.skipped
         else:
             target = self.field_map.get(event.get("propertyName") or "")
