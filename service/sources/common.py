@@ -105,10 +105,11 @@ def check_fresh(sent_at_seconds: float, request: InboundRequest, tolerance_secon
 
 
 def parse_int_header(value: str, name: str) -> int:
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise AuthenticationFailed(f"{name} is not an integer") from None
+    """A timestamp header; anything not a plausible unix time (s or ms) is rejected."""
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 15):
+        raise AuthenticationFailed(f"{name} is not a unix timestamp")
+    return int(text)
 
 
 # ---- decoding -----------------------------------------------------------------------------
@@ -141,10 +142,10 @@ def load_with(schema: Schema, data: Any, *, many: bool = False) -> Any:
 
 def from_unix(seconds: float | int | str | None, fallback: float) -> datetime:
     try:
-        value = float(seconds) if seconds is not None else fallback
-    except (TypeError, ValueError):
-        value = fallback
-    return datetime.fromtimestamp(value, UTC)
+        return datetime.fromtimestamp(float(seconds) if seconds is not None else fallback, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        # Out of range or not a number: the arrival time is the best we know.
+        return datetime.fromtimestamp(fallback, UTC)
 
 
 def received(request: InboundRequest) -> datetime:
@@ -186,6 +187,19 @@ def apply_map(values: Mapping[str, Any], mapping: Mapping[str, str], counted: It
         elif value is not None and not isinstance(value, str | int | float | bool):
             value = json.dumps(value, sort_keys=True)
         out.changes[target] = value
+    return out
+
+
+def clean_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """Every change value as the command's wire schema requires (scalar; `value` numeric),
+    so nothing queued can fail that schema when the dispatcher reads it back."""
+    out: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name == "value":
+            value = to_number(value)
+        elif value is not None and not isinstance(value, str | int | float | bool):
+            value = json.dumps(value, sort_keys=True, default=str)
+        out[name] = value
     return out
 
 

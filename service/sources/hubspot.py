@@ -79,7 +79,7 @@ class CrmEvent(_Loose):
     subscriptionId = fields.String(load_default="")  # noqa: N815
     portalId = fields.String(required=True)  # noqa: N815
     appId = fields.String(load_default=None)  # noqa: N815
-    occurredAt = fields.Integer(required=True)  # noqa: N815 - ms
+    occurredAt = fields.Integer(required=True, validate=validate.Range(min=0, max=10**14))  # noqa: N815 - ms
     subscriptionType = fields.String(load_default=None)  # noqa: N815
     eventType = fields.String(load_default=None)  # noqa: N815
     objectId = fields.String(required=True)  # noqa: N815
@@ -297,8 +297,9 @@ class HubSpotAdapter(SenderAdapter):
     def _deal_changes(self, properties: dict[str, Any]) -> dict[str, Any]:
         changes: dict[str, Any] = {}
         stage = properties.get("dealstage")
-        if stage:
-            changes["stage"] = str(stage)
+        if stage not in (None, ""):
+            stage = str(stage)  # a stage id; never trust the type
+            changes["stage"] = stage
             if stage in self.stage_map:
                 changes["status"] = self.stage_map[stage]
         if "amount" in properties:

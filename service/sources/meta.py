@@ -187,7 +187,7 @@ class MetaLeadAdsAdapter(SenderAdapter):
     def _fetch_lead(self, leadgen_id: str) -> dict[str, Any]:
         if not self.settings.get("access_token"):
             raise UpstreamUnavailable("access_token is not configured: lead details cannot be fetched")
-        if not leadgen_id.isdigit():
+        if not (leadgen_id.isascii() and leadgen_id.isdigit()):
             raise Skip("malformed_leadgen_id")  # never put arbitrary text into the Graph path
         version = self.settings.get("graph_api_version") or "v21.0"
         try:

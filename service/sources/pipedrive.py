@@ -196,6 +196,8 @@ class PipedriveAdapter(SenderAdapter):
             person_id = person_id.get("value")
         if not person_id:
             raise Skip("deal_without_person")
+        if not str(person_id).isascii() or not str(person_id).isdigit():
+            raise Skip("malformed_person_id")  # never put arbitrary text into the API path
         lead = self._person_identity(str(person_id))
         return [self._command(payload, request, changes, lead, person_id, deal_id=data.get("id"))], 0
 

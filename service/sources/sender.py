@@ -9,6 +9,7 @@ counted as ignored, never an error (Zulip's `zerver/webhooks/<integration>` shap
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
@@ -16,7 +17,9 @@ from typing import Any, ClassVar
 from service.command import LeadIdentity, LeadUpdateCommand, make_command_id
 from service.redact import register_secret
 from service.sources.base import InboundRequest, Normalised, SourceAdapter
-from service.sources.common import Mapped, apply_map, effective_map, identity_from
+from service.sources.common import Mapped, apply_map, clean_changes, effective_map, identity_from
+
+MAX_EVENT_ID = 200
 
 
 class Skip(Exception):  # noqa: N818 - control flow, not an error
@@ -88,9 +91,13 @@ class SenderAdapter(SourceAdapter):
         metadata: Mapping[str, Any] | None = None,
         lead: LeadIdentity | None = None,
     ) -> LeadUpdateCommand:
+        changes = clean_changes(changes)
         lead = lead or identity_from(changes, self.region)
         if lead is None:
             raise Skip("no_email_or_phone")
+        if event_id and len(event_id) > MAX_EVENT_ID:
+            # The command id has a bounded length; a longer sender id is kept as its hash.
+            event_id = "sha256:" + hashlib.sha256(event_id.encode()).hexdigest()
         return LeadUpdateCommand(
             command_id=make_command_id(self.source, event_id, request.body),
             source=self.source,

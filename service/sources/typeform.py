@@ -28,6 +28,13 @@ from service.sources.common import (
 )
 from service.sources.sender import SenderAdapter
 
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
 # How an answer of each type carries its value.
 ANSWER_VALUE = {
     "text": lambda a: a.get("text"),
@@ -40,8 +47,8 @@ ANSWER_VALUE = {
     "file_url": lambda a: a.get("file_url"),
     "choice": lambda a: (a.get("choice") or {}).get("label") or (a.get("choice") or {}).get("other"),
     "choices": lambda a: [
-        *((a.get("choices") or {}).get("labels") or []),
-        *([a["choices"]["other"]] if (a.get("choices") or {}).get("other") else []),
+        *_as_list((a.get("choices") or {}).get("labels")),
+        *_as_list((a.get("choices") or {}).get("other")),
     ],
     "payment": lambda a: (a.get("payment") or {}).get("amount"),
 }

@@ -216,3 +216,10 @@ def test_unsupported_subscription_types_are_ignored(senders: Any) -> None:
     response = send(senders, body)
     assert response.status_code == 200
     assert response.json() == {"status": "ignored", "ignored": ["company.creation"]}
+
+
+def test_out_of_range_occurred_at_is_a_400(senders: Any) -> None:
+    events = [{**fixture_json("hubspot", "crm_batch_docs_example.json")[1], "occurredAt": 2**70}]
+    response = send(senders, json.dumps(events).encode())
+    assert response.status_code == 400
+    assert "0.occurredAt" in response.json()["details"]
