@@ -112,13 +112,25 @@ class EmbeddedStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; nested calls join the outer one (one commit, one fsync)."""
         db = self.connection()
+        depth = getattr(self._local, "depth", 0)
+        if depth:
+            self._local.depth = depth + 1
+            try:
+                yield db
+            finally:
+                self._local.depth = depth
+            return
         db.execute("BEGIN IMMEDIATE")
+        self._local.depth = 1
         try:
             yield db
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        finally:
+            self._local.depth = 0
         db.execute("COMMIT")
 
     def check_writable(self) -> None:
