@@ -60,6 +60,11 @@ class Ingestor:
 
     def _accept(self, command: LeadUpdateCommand) -> IngestResult:
         command = command.with_providers(self.config.route(command.source, command.event_type))
+        if not command.providers:
+            log.warning(
+                "no route for this event: kept as unrouted, replay it after adding a route",
+                extra={"command_id": command.command_id, "source": command.source, "event_type": command.event_type},
+            )
         claimed: list[tuple[str, int]] = []
         keys = [(f"cmd:{command.command_id}", self.window)]
         if self.fingerprint_window:
