@@ -236,3 +236,29 @@ def test_admin_api_needs_the_token(service) -> None:
     assert bad.status_code == 401
     assert admin_get(service.url, "/v1/events/generic:none").status_code == 404
     assert admin_get(service.url, "/v1/events?status=weird").status_code == 400
+
+
+def test_events_cli_lists_shows_and_replays(make_service, lsq_sim, tmp_path, capsys) -> None:
+    from service.cli import main
+
+    [lead_id] = seed(lsq_sim, {"EmailAddress": "jane@example.com"})
+    raw = base_config(tmp_path, lsq_sim.url, providers={"leadsquared": {"field_map": {"city": "mx_Town"}}})
+    service = make_service(raw)
+    post_generic(service.url, {"lead": {"id": lead_id}, "changes": {"city": "Oslo"}}, "cli1")
+    service.drain()
+    from tests.support import write_config
+
+    config_path = str(write_config(tmp_path, raw))
+    common = ["--config", config_path]
+    flags = ["--url", service.url, "--token", ADMIN_TOKEN]
+    assert main([*common, "events", "list", "--status", "dead_lettered", *flags]) == 0
+    listed = capsys.readouterr().out
+    assert "generic:cli1\tleadsquared\tdead_lettered\tattempts=1" in listed
+    assert main([*common, "events", "show", "generic:cli1", *flags]) == 0
+    assert json.loads(capsys.readouterr().out)["deliveries"][0]["error_stage"] == "provider"
+    assert main([*common, "events", "replay", "generic:cli1", *flags]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "replaying"
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main([*common, "events", "list", "--url", service.url, "--token", "wrong"])

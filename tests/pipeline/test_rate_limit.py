@@ -47,9 +47,13 @@ def test_limiter_never_allows_more_than_n_in_any_window_across_threads() -> None
 
 
 def test_dispatcher_keeps_the_provider_limit_with_no_429(make_service, tmp_path) -> None:
-    sim = ServedApp(create_leadsquared_simulator(LSQ_ACCESS_KEY, LSQ_SECRET_KEY, rate_limit=(10, 1.0))).start()
+    sim = ServedApp(
+        create_leadsquared_simulator(LSQ_ACCESS_KEY, LSQ_SECRET_KEY, rate_limit=(10, 1.0))
+    ).start()
     try:
-        ids = requests.post(f"{sim.url}/_sim/leads", json=[{"EmailAddress": f"l{i}@x.io"} for i in range(35)], timeout=5)
+        ids = requests.post(
+            f"{sim.url}/_sim/leads", json=[{"EmailAddress": f"l{i}@x.io"} for i in range(35)], timeout=5
+        )
         raw = base_config(tmp_path, sim.url)
         raw["providers"]["leadsquared"]["rate_limit"] = {"calls": 10, "per_seconds": 1.0}
         service = make_service(raw)
