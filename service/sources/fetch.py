@@ -122,6 +122,10 @@ class FetchClient:
         self.session.mount("https://", adapter)
         self.session.headers.update(dict(headers or {}))
 
+    def deadline(self) -> float:
+        """A monotonic deadline for all the look-ups of one webhook request."""
+        return time.monotonic() + self.policy.deadline_seconds
+
     def request(
         self,
         method: str,
@@ -130,17 +134,19 @@ class FetchClient:
         params: Mapping[str, str] | None = None,
         json_body: Any = None,
         cache_key: str | None = None,
+        deadline: float | None = None,
     ) -> Any:
-        """The decoded JSON answer, or FetchError with a verdict."""
+        """The decoded JSON answer, or FetchError with a verdict. `deadline` (monotonic)
+        bounds every attempt and backoff, shared by the calls of one webhook request."""
         if cache_key:
             cached = self.cache.get(cache_key)
             if cached is not None:
                 return cached
-        started = time.monotonic()
+        end = deadline if deadline is not None else self.deadline()
         last: FetchError | None = None
         for attempt in range(1, self.policy.attempts + 1):
-            remaining = self.policy.deadline_seconds - (time.monotonic() - started)
-            if remaining <= 0:
+            remaining = end - time.monotonic()
+            if remaining <= 0.05:
                 break
             try:
                 body = self._once(
@@ -151,9 +157,7 @@ class FetchClient:
                 if exc.verdict is not Verdict.TRANSIENT:
                     raise
                 delay = self._backoff(attempt, exc.retry_after)
-                if attempt == self.policy.attempts or delay >= self.policy.deadline_seconds - (
-                    time.monotonic() - started
-                ):
+                if attempt == self.policy.attempts or delay >= end - time.monotonic():
                     break
                 log.info("%s: %s; retry %d in %.2fs", self.name, exc.reason, attempt, delay)
                 time.sleep(delay)

@@ -345,14 +345,19 @@ class HubSpotAdapter(SenderAdapter):
             return {"contacts": {}, "deals": {}, "deal_contacts": {}}
         if not self.settings.get("access_token"):
             raise UpstreamUnavailable("access_token is not configured: HubSpot contacts cannot be looked up")
-        deal_contacts = self._deal_contacts(sorted(deal_ids)) if deal_ids else {}
-        deals = self._batch_read("deals", sorted(created_deals), ["dealstage", "amount", "dealname"])
+        # One deadline for every call of this request: HubSpot stops waiting after 5 s.
+        deadline = self.api.deadline()
+        deal_contacts = self._deal_contacts(sorted(deal_ids), deadline) if deal_ids else {}
+        deals = self._batch_read(
+            "deals", sorted(created_deals), ["dealstage", "amount", "dealname"], deadline
+        )
         properties = sorted({*self.field_map, *IDENTITY_PROPERTIES})
-        contacts = self._batch_read("contacts", sorted(contact_ids | set(deal_contacts.values())), properties)
+        wanted = sorted(contact_ids | set(deal_contacts.values()))
+        contacts = self._batch_read("contacts", wanted, properties, deadline)
         return {"contacts": contacts, "deals": deals, "deal_contacts": deal_contacts}
 
     def _batch_read(
-        self, object_type: str, ids: list[str], properties: list[str]
+        self, object_type: str, ids: list[str], properties: list[str], deadline: float
     ) -> dict[str, dict[str, Any]]:
         """id -> properties, from the cache or `POST /crm/v3/objects/<type>/batch/read`."""
         found: dict[str, dict[str, Any]] = {}
@@ -368,6 +373,7 @@ class HubSpotAdapter(SenderAdapter):
             body = self._call(
                 f"/crm/v3/objects/{object_type}/batch/read",
                 {"properties": properties, "inputs": [{"id": i} for i in chunk]},
+                deadline,
             )
             for result in body.get("results") or []:
                 props = result.get("properties") or {}
@@ -375,7 +381,7 @@ class HubSpotAdapter(SenderAdapter):
                 self.api.cache.put(f"{object_type}:{result.get('id')}", props)
         return found
 
-    def _deal_contacts(self, deal_ids: list[str]) -> dict[str, str]:
+    def _deal_contacts(self, deal_ids: list[str], deadline: float) -> dict[str, str]:
         """deal id -> its first associated contact id (`POST /crm/v4/associations/deal/contact/batch/read`)."""
         out: dict[str, str] = {}
         missing = []
@@ -388,7 +394,9 @@ class HubSpotAdapter(SenderAdapter):
         for start in range(0, len(missing), BATCH_LIMIT):
             chunk = missing[start : start + BATCH_LIMIT]
             body = self._call(
-                "/crm/v4/associations/deal/contact/batch/read", {"inputs": [{"id": i} for i in chunk]}
+                "/crm/v4/associations/deal/contact/batch/read",
+                {"inputs": [{"id": i} for i in chunk]},
+                deadline,
             )
             for result in body.get("results") or []:
                 targets = sorted(
@@ -400,9 +408,9 @@ class HubSpotAdapter(SenderAdapter):
                     self.api.cache.put(f"deal_contact:{deal_id}", targets[0])
         return out
 
-    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, path: str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
         try:
-            answer = self.api.request("POST", path, json_body=body)
+            answer = self.api.request("POST", path, json_body=body, deadline=deadline)
         except FetchError as exc:
             if exc.verdict is Verdict.NOT_FOUND:
                 return {}

@@ -223,3 +223,19 @@ def test_out_of_range_occurred_at_is_a_400(senders: Any) -> None:
     response = send(senders, json.dumps(events).encode())
     assert response.status_code == 400
     assert "0.occurredAt" in response.json()["details"]
+
+
+def test_a_slow_crm_answers_503_within_the_deadline(
+    make_service: Any, tmp_path: Path, hubspot_sim: Any
+) -> None:
+    # HubSpot gives up on a webhook after 5 s: all look-ups of one request share one deadline.
+    service = hubspot_service(
+        make_service, tmp_path, hubspot_sim, api_timeout_seconds=0.5, api_deadline_seconds=1.2, api_attempts=5
+    )
+    slow = {"path": "batch/read", "status": 200, "count": 10, "delay_seconds": 2}
+    requests.post(f"{hubspot_sim.url}/_sim/faults", json=slow, timeout=5)
+    started = time.monotonic()
+    response = send(service, fixture_bytes("hubspot", "deal_stage_change.json"))
+    assert response.status_code == 503 and response.json()["code"] == "UPSTREAM_UNAVAILABLE"
+    assert time.monotonic() - started < 2.0
+    assert queued(service) == 0
