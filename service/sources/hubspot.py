@@ -67,6 +67,7 @@ V3_URI_DECODE = {
     "%27": "'", "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";",
 }  # fmt: skip
 IDENTITY_PROPERTIES = ("email", "phone", "mobilephone")
+DEAL_PROPERTIES = ("dealstage", "amount")
 
 
 class _Loose(Schema):
@@ -227,6 +228,8 @@ class HubSpotAdapter(SenderAdapter):
     def contact_event(
         self, event: dict[str, Any], request: InboundRequest, context: Any = None
     ) -> tuple[list[Any], int]:
+        if not self._needs_lookup(event):
+            raise Skip(f"unmapped_property:{event.get('propertyName')}")
         contact = context["contacts"].get(event["objectId"])
         if contact is None:
             raise Skip("contact_not_found")
@@ -246,6 +249,8 @@ class HubSpotAdapter(SenderAdapter):
     def deal_event(
         self, event: dict[str, Any], request: InboundRequest, context: Any = None
     ) -> tuple[list[Any], int]:
+        if not self._needs_lookup(event):
+            raise Skip(f"unmapped_property:{event.get('propertyName')}")
         contact_id = context["deal_contacts"].get(event["objectId"])
         if contact_id is None:
             raise Skip("deal_without_contact")
@@ -336,8 +341,17 @@ class HubSpotAdapter(SenderAdapter):
             },
         )
 
+    def _needs_lookup(self, event: dict[str, Any]) -> bool:
+        """Only events that can become a command cost an API call (HubSpot rate-limits)."""
+        kind = event_type_of(event)
+        if kind == "contact.propertyChange":
+            return bool(self.field_map.get(event.get("propertyName") or ""))
+        if kind == "deal.propertyChange":
+            return event.get("propertyName") in DEAL_PROPERTIES
+        return True
+
     def _prefetch(self, events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        types = [(event_type_of(e), e["objectId"]) for e in events]
+        types = [(event_type_of(e), e["objectId"]) for e in events if self._needs_lookup(e)]
         contact_ids = {oid for kind, oid in types if kind in ("contact.creation", "contact.propertyChange")}
         deal_ids = {oid for kind, oid in types if kind in ("deal.creation", "deal.propertyChange")}
         created_deals = {oid for kind, oid in types if kind == "deal.creation"}

@@ -239,3 +239,14 @@ def test_a_slow_crm_answers_503_within_the_deadline(
     assert response.status_code == 503 and response.json()["code"] == "UPSTREAM_UNAVAILABLE"
     assert time.monotonic() - started < 2.0
     assert queued(service) == 0
+
+
+def test_unmapped_property_changes_cost_no_api_call(
+    make_service: Any, tmp_path: Path, hubspot_sim: Any
+) -> None:
+    service = hubspot_service(make_service, tmp_path, hubspot_sim)  # lifecyclestage is not mapped by default
+    event = fixture_json("hubspot", "crm_batch_docs_example.json")[0]
+    response = send(service, json.dumps([event]).encode())
+    assert response.status_code == 200
+    assert response.json()["ignored"] == ["contact.propertyChange:unmapped_property:lifecyclestage"]
+    assert sim_calls(hubspot_sim.url) == []
