@@ -9,9 +9,8 @@ read, and the generic `object.*` types are mapped back by `objectTypeId` (0-1 co
 occurred_at, so a late event never overwrites a newer value downstream.
 
 The events carry ids, not the person: the lead's email and phone come from the CRM API
-with the private app's access token, in batch reads (one call for all contacts of a
-request, plus two for deals: their associated contact and their properties). See
-`service/sources/fetch.py` for retries, cache and why a failed look-up answers 503.
+with the private app's access token, in batch reads (`service/sources/hubspot_crm.py`);
+see `service/sources/fetch.py` for retries, cache and why a failed look-up answers 503.
 
 Signatures, all with the app's client secret, compared in constant time:
 v3 `X-HubSpot-Signature-v3` = base64 HMAC-SHA256 of method + URL + body + timestamp
@@ -54,12 +53,12 @@ from service.sources.common import (
     status_map_setting,
     to_number,
 )
-from service.sources.fetch import FetchClient, FetchError, Verdict, fetch_settings, policy_from
+from service.sources.fetch import FetchClient, fetch_settings, policy_from
+from service.sources.hubspot_crm import CrmUnavailable, HubSpotCrm
 from service.sources.sender import SenderAdapter, Skip
 
 DEFAULT_API = "https://api.hubapi.com"
 TOLERANCE_SECONDS = 300
-BATCH_LIMIT = 100  # HubSpot's batch read limit
 OBJECT_TYPES = {"0-1": "contact", "0-3": "deal"}
 # HubSpot's v3 rule: these escapes are decoded in the URI before signing, no others.
 V3_URI_DECODE = {
@@ -158,11 +157,13 @@ class HubSpotAdapter(SenderAdapter):
     def __init__(self, source: str, settings: Any) -> None:
         super().__init__(source, settings)
         self.stage_map = {**self.default_stage_map, **(settings.get("stage_map") or {})}
-        self.api = FetchClient(
-            settings.get("api_base_url") or DEFAULT_API,
-            policy_from(settings),
-            name=f"{source} HubSpot CRM API",
-            headers={"Authorization": f"Bearer {settings.get('access_token') or ''}"},
+        self.crm = HubSpotCrm(
+            FetchClient(
+                settings.get("api_base_url") or DEFAULT_API,
+                policy_from(settings),
+                name=f"{source} HubSpot CRM API",
+                headers={"Authorization": f"Bearer {settings.get('access_token') or ''}"},
+            )
         )
 
     # -- verify ----------------------------------------------------------------------------
@@ -359,74 +360,9 @@ class HubSpotAdapter(SenderAdapter):
             return {"contacts": {}, "deals": {}, "deal_contacts": {}}
         if not self.settings.get("access_token"):
             raise UpstreamUnavailable("access_token is not configured: HubSpot contacts cannot be looked up")
-        # One deadline for every call of this request: HubSpot stops waiting after 5 s.
-        deadline = self.api.deadline()
-        deal_contacts = self._deal_contacts(sorted(deal_ids), deadline) if deal_ids else {}
-        deals = self._batch_read(
-            "deals", sorted(created_deals), ["dealstage", "amount", "dealname"], deadline
-        )
-        properties = sorted({*self.field_map, *IDENTITY_PROPERTIES})
-        wanted = sorted(contact_ids | set(deal_contacts.values()))
-        contacts = self._batch_read("contacts", wanted, properties, deadline)
-        return {"contacts": contacts, "deals": deals, "deal_contacts": deal_contacts}
-
-    def _batch_read(
-        self, object_type: str, ids: list[str], properties: list[str], deadline: float
-    ) -> dict[str, dict[str, Any]]:
-        """id -> properties, from the cache or `POST /crm/v3/objects/<type>/batch/read`."""
-        found: dict[str, dict[str, Any]] = {}
-        missing = []
-        for object_id in ids:
-            cached = self.api.cache.get(f"{object_type}:{object_id}")
-            if cached is not None:
-                found[object_id] = cached
-            else:
-                missing.append(object_id)
-        for start in range(0, len(missing), BATCH_LIMIT):
-            chunk = missing[start : start + BATCH_LIMIT]
-            body = self._call(
-                f"/crm/v3/objects/{object_type}/batch/read",
-                {"properties": properties, "inputs": [{"id": i} for i in chunk]},
-                deadline,
-            )
-            for result in body.get("results") or []:
-                props = result.get("properties") or {}
-                found[str(result.get("id"))] = props
-                self.api.cache.put(f"{object_type}:{result.get('id')}", props)
-        return found
-
-    def _deal_contacts(self, deal_ids: list[str], deadline: float) -> dict[str, str]:
-        """deal id -> its first associated contact id (`POST /crm/v4/associations/deal/contact/batch/read`)."""
-        out: dict[str, str] = {}
-        missing = []
-        for deal_id in deal_ids:
-            cached = self.api.cache.get(f"deal_contact:{deal_id}")
-            if cached is not None:
-                out[deal_id] = cached
-            else:
-                missing.append(deal_id)
-        for start in range(0, len(missing), BATCH_LIMIT):
-            chunk = missing[start : start + BATCH_LIMIT]
-            body = self._call(
-                "/crm/v4/associations/deal/contact/batch/read",
-                {"inputs": [{"id": i} for i in chunk]},
-                deadline,
-            )
-            for result in body.get("results") or []:
-                targets = sorted(
-                    str(t.get("toObjectId")) for t in result.get("to") or [] if t.get("toObjectId")
-                )
-                if targets:
-                    deal_id = str((result.get("from") or {}).get("id"))
-                    out[deal_id] = targets[0]
-                    self.api.cache.put(f"deal_contact:{deal_id}", targets[0])
-        return out
-
-    def _call(self, path: str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
         try:
-            answer = self.api.request("POST", path, json_body=body, deadline=deadline)
-        except FetchError as exc:
-            if exc.verdict is Verdict.NOT_FOUND:
-                return {}
-            raise UpstreamUnavailable(f"HubSpot CRM look-up failed: {exc.reason}") from None
-        return answer if isinstance(answer, dict) else {}
+            return self.crm.lookups(
+                contact_ids, deal_ids, created_deals, sorted({*self.field_map, *IDENTITY_PROPERTIES})
+            )
+        except CrmUnavailable as exc:
+            raise UpstreamUnavailable(f"HubSpot CRM look-up failed: {exc}") from None
