@@ -208,6 +208,8 @@ def test_crm_rate_limit_is_retried_and_a_bad_token_is_503(
     assert response.status_code == 503, response.text
     assert "pat-wrong" not in response.text
     assert queued(other) == 0
+    # A 401 is permanent for the call: asked once, not retried (HubSpot redelivers later).
+    assert [c["status"] for c in sim_calls(hubspot_sim.url, "batch/read")][2:] == [401]
 
 
 def test_unsupported_subscription_types_are_ignored(senders: Any) -> None:
@@ -250,3 +252,10 @@ def test_unmapped_property_changes_cost_no_api_call(
     assert response.status_code == 200
     assert response.json()["ignored"] == ["contact.propertyChange:unmapped_property:lifecyclestage"]
     assert sim_calls(hubspot_sim.url) == []
+
+
+def test_v3_decodes_only_the_documented_escapes() -> None:
+    from service.sources.hubspot import v3_uri
+
+    url = "https://h.example/webhooks/hubspot?a=%3A%2F%3F%40%21%24%27%28%29%2A%2C%3B&b=%20%25"
+    assert v3_uri(url) == "https://h.example/webhooks/hubspot?a=:/?@!$'()*,;&b=%20%25"
