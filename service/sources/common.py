@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -241,7 +241,3 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     return str(value)
-
-
-def first(items: Iterable[Any], predicate: Callable[[Any], bool]) -> Any:
-    return next((item for item in items if predicate(item)), None)

@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 from marshmallow import EXCLUDE, Schema, fields
 
 from service.command import LeadIdentity
-from service.redact import register_secret
 from service.sources.base import AuthenticationFailed, InboundRequest, UpstreamUnavailable
 from service.sources.common import (
     field_map_setting,
@@ -90,7 +89,7 @@ class PipedriveAdapter(SenderAdapter):
         "stage_map": status_map_setting(),
         **fetch_settings(DEFAULT_API),
     }
-    extra_secret_settings: ClassVar[tuple[str, ...]] = ("username",)
+    extra_secret_settings: ClassVar[tuple[str, ...]] = ("username", "api_token")
     default_field_map: ClassVar[dict[str, str]] = {
         "email": "email",
         "phone": "phone",
@@ -108,7 +107,6 @@ class PipedriveAdapter(SenderAdapter):
 
     def __init__(self, source: str, settings: Any) -> None:
         super().__init__(source, settings)
-        register_secret(settings.get("api_token"))
         self.api = FetchClient(
             settings.get("api_base_url") or DEFAULT_API,
             policy_from(settings),
