@@ -357,14 +357,17 @@ def validate_config(raw: Mapping[str, Any], path: str | None = None) -> Config:
                 data[section][name] = schema.load(settings)
             except ValidationError as exc:
                 errors.extend(_format_errors(exc.messages, f"{section}.{name}"))
-    for index, binding in enumerate(data["kafka"]["sources"]):
+    kafka = data.get("kafka") if isinstance(data.get("kafka"), dict) else {}
+    for index, binding in enumerate(kafka.get("sources") or []):
+        if not isinstance(binding, dict) or "format" not in binding:
+            continue  # already reported by the schema
         if binding["format"] not in data["sources"] and binding["format"] not in SOURCE_KINDS:
             errors.append(
                 f"kafka.sources.{index}.format: {binding['format']!r} is neither a configured source"
                 f" ({', '.join(sorted(data['sources'])) or 'none'}) nor a source type"
                 f" ({', '.join(sorted(SOURCE_KINDS))})"
             )
-    if data["mode"] == "distributed" and not data["redis"].get("url"):
+    if data.get("mode") == "distributed" and not (data.get("redis") or {}).get("url"):
         errors.append("redis.url: distributed mode needs Redis (LEADRELAY__REDIS__URL)")
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
