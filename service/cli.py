@@ -123,7 +123,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="leadrelay-metrics-")
     web_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     web = subprocess.Popen(gunicorn_command(config), env=web_env)
-    dispatcher = subprocess.Popen([sys.executable, "-m", "service.cli", "dispatch"], env=dict(os.environ))
+    # Distributed mode: the web process here plus one dispatcher consumer (scale them apart
+    # in Kubernetes; `consume-sources` runs on its own when kafka.sources is configured).
+    dispatch = "kafka-dispatch" if config["mode"] == "distributed" else "dispatch"
+    dispatcher = subprocess.Popen([sys.executable, "-m", "service.cli", dispatch], env=dict(os.environ))
     children = {"web": web, "dispatcher": dispatcher}
     log.info("leadrelay serving", extra={"bind": config["server"]["bind"], "sandbox": sandbox})
     if sandbox:
