@@ -280,8 +280,14 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
         now = time.time()
         provider = group.provider
         wait = (decision.next_attempt_at or now) - now
-        if decision.status == "pending" and not decision.count_attempt and wait <= self.max_in_batch_wait:
-            # A rate-limit slot or a short not-configured wait: hold the group in the batch.
+        if (
+            decision.status == "pending"
+            and not decision.count_attempt
+            and decision.stage != "config"
+            and wait < self.max_in_batch_wait
+        ):
+            # A rate-limit slot frees soon: hold the group in the batch. A misconfigured
+            # provider goes to the retry topic instead, so it cannot hold the batch forever.
             for _, delivery in claimed:
                 self.ledger.record(
                     delivery.command.command_id,
