@@ -172,19 +172,28 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
 
     # ---- one group: claim, call, record (worker thread) --------------------------------
 
-    def _claim(self, group: Group, items: list[Item]) -> tuple[list[tuple[Item, Delivery]], list[Item], bool]:
-        """-> (claimed deliveries, items already resolved, whether one was busy)."""
+    def _claim(
+        self, group: Group, items: list[Item]
+    ) -> tuple[list[tuple[Item, Delivery]], list[Item], bool, dict[str, str]]:
+        """-> (claimed deliveries, items already resolved, whether one was busy, the lead's
+        applied field versions). Claims and versions come back in one Redis round trip."""
         claimed: list[tuple[Item, Delivery]] = []
         resolved: list[Item] = []
-        for item in items:
+        ids = [item.command.command_id for item in items if item.command is not None]
+        verdicts, applied = self.ledger.claim_many(ids, group.provider, self.owner, group.lead_key)
+        for index, (item, (verdict, previous)) in enumerate(zip(items, verdicts, strict=True)):
             assert item.command is not None
             key = (item.command.command_id, group.provider)
-            verdict, previous = self.ledger.claim(key[0], group.provider, self.owner)
             if verdict == "mine":
                 with self._local_lock:
                     verdict = "busy" if key in self._local_in_flight else "orphan"
             if verdict == "busy":
-                return claimed, resolved, True  # keep order: nothing after a busy one
+                # Keep order: nothing after a busy one; give back what we took after it.
+                later = [i.command for i, (v, _) in zip(items[index + 1 :], verdicts[index + 1 :], strict=True)
+                         if v in ("claimed", "orphan") and i.command is not None]  # fmt: skip
+                for command in later:
+                    self.ledger.record(command.command_id, group.provider, "pending")
+                return claimed, resolved, True, applied
             if verdict == "done":
                 resolved.append(item)
                 continue
@@ -201,7 +210,7 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
                 resolved.append(item)
                 continue
             claimed.append((item, delivery))
-        return claimed, resolved, False
+        return claimed, resolved, False, applied
 
     def _confirmed_applied(self, group: Group, delivery: Delivery) -> bool:
         """A dead owner left this (command, provider) in flight: did its call land?"""
@@ -229,7 +238,7 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
         """Deliver what is open in `group`; None when done, else seconds until it runs again."""
         items = group.open_items()
         try:
-            claimed, resolved, busy = self._claim(group, items)
+            claimed, resolved, busy, applied = self._claim(group, items)
         except StateUnavailable as exc:
             log.warning("ledger unavailable; will retry: %s", exc, extra={"provider": group.provider})
             return STATE_RETRY_SECONDS
@@ -241,20 +250,20 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
         with self._local_lock:
             self._local_in_flight |= keys
         try:
-            return self._deliver(group, claimed, busy)
+            return self._deliver(group, claimed, busy, applied)
         finally:
             with self._local_lock:
                 self._local_in_flight -= keys
 
-    def _deliver(self, group: Group, claimed: list[tuple[Item, Delivery]], busy: bool) -> float | None:
+    def _deliver(
+        self, group: Group, claimed: list[tuple[Item, Delivery]], busy: bool, applied: dict[str, str]
+    ) -> float | None:
         delivery_group = DeliveryGroup(group.provider, group.lead_key, [d for _, d in claimed])
         try:
             if group.kind == "poll":
                 decision = self.core.poll(delivery_group)
             else:
-                decision = self.core.deliver(
-                    delivery_group, self.ledger.applied_versions(group.lead_key, group.provider)
-                )
+                decision = self.core.deliver(delivery_group, applied)
         except StateUnavailable as exc:
             self._release(group, claimed)
             log.warning("shared state unavailable; will retry: %s", exc, extra={"provider": group.provider})
@@ -298,6 +307,18 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
                     error_stage=decision.stage,
                 )
             return max(0.001, wait)
+        if decision.status == "delivered":
+            # The whole coalesced call and the lead's field versions: one round trip.
+            self.ledger.record_delivered(
+                [d.command.command_id for _, d in claimed],
+                provider,
+                group.lead_key,
+                decision.field_versions,
+                count_attempt=decision.count_attempt,
+                last_error=decision.error,
+                error_stage=decision.stage,
+                response=decision.response,
+            )
         for item, delivery in claimed:
             command_id = delivery.command.command_id
             token = command_id_var.set(command_id)
@@ -306,8 +327,6 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
             finally:
                 command_id_var.reset(token)
             item.unresolved.discard(provider)
-        if decision.status == "delivered":
-            self.ledger.record_versions(group.lead_key, provider, decision.field_versions)
         return None
 
     def _record_one(
@@ -321,10 +340,7 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
             "error_stage": decision.stage,
             "response": decision.response,
         }
-        if decision.status == "delivered":
-            self.ledger.record(
-                command_id, provider, "delivered", count_attempt=decision.count_attempt, **common
-            )
+        if decision.status == "delivered":  # the ledger was written for the whole group
             metrics.DELIVERIES.labels(provider=provider, outcome="delivered").inc()
             if delivery.received_at:
                 metrics.DELIVERY_LATENCY.labels(provider=provider).observe(

@@ -272,6 +272,64 @@ class RedisEventStore:
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
         return verdict, (json.loads(previous) if previous else {})
 
+    def claim_many(
+        self, command_ids: list[str], provider: str, owner: str, lead_key: str
+    ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, str]]:
+        """`claim` for every command of a group plus the lead's field versions, in one round
+        trip. Each claim is still its own atomic script."""
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for command_id in command_ids:
+                self._claim(
+                    keys=[self.event_key(command_id)],
+                    args=[f"d:{provider}", owner, time.time(), self.owner_prefix, self.ttl],
+                    client=pipe,
+                )
+            pipe.hgetall(f"{self.prefix}fv:{provider}:{lead_key}")
+            return pipe.execute()
+
+        *claims, versions = self._call(run)
+        verdicts = [
+            (v.decode() if isinstance(v, bytes) else v, json.loads(prev) if prev else {})
+            for v, prev in claims
+        ]
+        return verdicts, {k.decode(): v.decode() for k, v in versions.items()}
+
+    def record_delivered(
+        self,
+        command_ids: list[str],
+        provider: str,
+        lead_key: str,
+        versions: dict[str, str],
+        count_attempt: bool = True,
+        **details: Any,
+    ) -> None:
+        """Every command of a coalesced call delivered, and the lead's field versions moved
+        forward, in one round trip."""
+        now = time.time()
+        patch = {"status": "delivered", "updated_at": now, "owner": None, "delivered_at": now}
+        for key, value in details.items():
+            patch[key] = redact_obj(value) if key == "response" else value
+        text = json.dumps(patch, default=str)
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for command_id in command_ids:
+                self._patch(
+                    keys=[self.event_key(command_id)],
+                    args=[f"d:{provider}", text, self.ttl, int(count_attempt), 0],
+                    client=pipe,
+                )
+            if versions:
+                args: list[str] = []
+                for name, occurred_at in versions.items():
+                    args += [name, occurred_at]
+                self._versions(keys=[f"{self.prefix}fv:{provider}:{lead_key}"], args=args, client=pipe)
+            pipe.execute()
+
+        self._call(run)
+
     def record(
         self,
         command_id: str,
