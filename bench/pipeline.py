@@ -191,7 +191,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-n", "--commands", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--sim-worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--baseline-worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
