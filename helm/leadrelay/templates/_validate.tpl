@@ -1,0 +1,19 @@
+{{/* Rules values.schema.json cannot express (they compare two values). */}}
+{{- define "leadrelay.validate" -}}
+{{- $web := .Values.web -}}
+{{- if le (int $web.terminationGracePeriodSeconds) (add $web.gracefulTimeoutSeconds $web.preStopSleepSeconds | int) -}}
+{{- fail (printf "web.terminationGracePeriodSeconds (%v) must exceed web.gracefulTimeoutSeconds + web.preStopSleepSeconds (%v): gunicorn would be killed mid-request" $web.terminationGracePeriodSeconds (add $web.gracefulTimeoutSeconds $web.preStopSleepSeconds)) -}}
+{{- end -}}
+{{- if and $web.autoscaling.enabled (gt (int $web.autoscaling.minReplicas) (int $web.autoscaling.maxReplicas)) -}}
+{{- fail "web.autoscaling.minReplicas must not exceed maxReplicas" -}}
+{{- end -}}
+{{- range $component := list "dispatcher" "consumers" -}}
+{{- $keda := (index $.Values $component).keda -}}
+{{- if and $keda.enabled (gt (int $keda.minReplicaCount) (int $keda.maxReplicaCount)) -}}
+{{- fail (printf "%s.keda.minReplicaCount must not exceed maxReplicaCount" $component) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq .Values.mode "embedded") .Values.consumers.enabled -}}
+{{- fail "consumers need mode: distributed (Kafka); embedded mode takes webhooks only" -}}
+{{- end -}}
+{{- end -}}
