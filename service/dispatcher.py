@@ -397,6 +397,7 @@ class EmbeddedDispatcher:
         self.recover()
         last_gauges = 0.0
         while not self.stopping.is_set():
+            metrics.heartbeat()  # liveness: /healthz on the metrics port fails if this stops
             started = self.tick()
             if time.monotonic() - last_gauges > 5:
                 self.update_gauges()
