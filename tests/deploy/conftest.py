@@ -1,0 +1,238 @@
+"""Fixtures for the deployment tests: the chart rendered by Helm's own engine (PyPI
+`helm-python-sdk`, the Go Helm SDK through a C ABI, no helm binary), and the web and
+dispatcher started as real processes with the exact commands the image and chart use."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import requests
+import yaml
+
+from handlers.simulators.common import ServedApp
+from handlers.simulators.leadsquared import create_leadsquared_simulator
+from tests.support import (
+    ADMIN_TOKEN,
+    LSQ_ACCESS_KEY,
+    LSQ_SECRET_KEY,
+    ROOT,
+    SIGNING_SECRET,
+    base_config,
+    free_port,
+    wait_http_ok,
+    write_config,
+)
+
+CHART = ROOT / "helm" / "leadrelay"
+PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
+VENV_BIN = Path(sys.executable).parent
+SECRETS = {
+    "LEADRELAY__PROVIDERS__LEADSQUARED__ACCESS_KEY": LSQ_ACCESS_KEY,
+    "LEADRELAY__PROVIDERS__LEADSQUARED__SECRET_KEY": LSQ_SECRET_KEY,
+    "LEADRELAY__SOURCES__GENERIC__SECRETS": SIGNING_SECRET,
+    "LEADRELAY__SERVER__ADMIN_TOKEN": ADMIN_TOKEN,
+}
+
+
+# ---- the chart --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chart() -> Iterator[helm.Chart]:
+    loaded = helm.Chart.load(CHART)
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="session")
+def production_values() -> dict[str, Any]:
+    return yaml.safe_load(PRODUCTION_VALUES.read_text())
+
+
+def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Rendered manifests by template path, each a list of objects (NOTES.txt left out)."""
+    out = chart.render(values, name="lr", namespace="leads", is_install=True)
+    return {
+        path: [doc for doc in yaml.safe_load_all(text) if doc]
+        for path, text in out.items()
+        if not path.endswith("NOTES.txt")
+    }
+
+
+def objects(chart: helm.Chart, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    return [doc for docs in render(chart, values).values() for doc in docs]
+
+
+def notes(chart: helm.Chart, values: dict[str, Any] | None = None) -> str:
+    return chart.render(values, name="lr", namespace="leads")["leadrelay/templates/NOTES.txt"]
+
+
+# ---- the Dockerfile ---------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    lines: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        stripped = raw.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        pending += " " + stripped.rstrip("\\").strip() if pending else stripped.rstrip("\\").strip()
+        if stripped.endswith("\\"):
+            continue
+        word, _, rest = pending.partition(" ")
+        lines.append((word.upper(), rest.strip()))
+        pending = ""
+    return lines
+
+
+def dockerfile_cmd() -> list[str]:
+    cmds = [args for word, args in dockerfile_instructions() if word == "CMD"]
+    assert len(cmds) == 1, "one CMD in the Dockerfile"
+    command = json.loads(cmds[0])  # exec form, so gunicorn is PID 1 and gets SIGTERM
+    assert isinstance(command, list)
+    return command
+
+
+# ---- real processes ---------------------------------------------------------------------
+
+
+class Proc:
+    """A command as a real child process (its own session), output kept in a file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        self.log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+            start_new_session=True,
+        )
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log_file.close()
+        return self.proc.returncode
+
+    def lines(self) -> list[str]:
+        return [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+
+
+def image_argv(argv: list[str]) -> list[str]:
+    """An image command (`gunicorn ...`, `leadrelay ...`) run from this venv, as PATH would
+    resolve it inside the image."""
+    executable = VENV_BIN / argv[0]
+    assert executable.exists(), f"{argv[0]} is not installed by the package: {shlex.join(argv)}"
+    return [str(executable), *argv[1:]]
+
+
+@dataclass
+class Stack:
+    """LSQ simulator + gunicorn web + `leadrelay dispatch`, configured the way the chart
+    does it: a config file without secrets, the secrets as LEADRELAY__ env vars."""
+
+    tmp: Path
+    sim: ServedApp
+    web_url: str
+    metrics_url: str
+    web: Proc
+    dispatcher: Proc
+    prometheus_dir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def all_lines(self) -> list[str]:
+        return self.web.lines() + self.dispatcher.lines()
+
+
+def start_stack(tmp: Path, workers: int = 2) -> Stack:
+    sim = ServedApp(create_leadsquared_simulator(LSQ_ACCESS_KEY, LSQ_SECRET_KEY)).start()
+    raw = base_config(tmp, sim.url)
+    # The chart's ConfigMap never holds secrets: strip them from the file, pass them as env.
+    raw["server"].pop("admin_token")
+    raw["sources"]["generic"].pop("secrets")
+    for key in ("access_key", "secret_key"):
+        raw["providers"]["leadsquared"].pop(key)
+    metrics_port = free_port()
+    raw["server"]["metrics_port"] = metrics_port
+    config_path = write_config(tmp, raw)
+    web_port = free_port()
+    prometheus_dir = tmp / "prometheus"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("LEADRELAY", "GUNICORN", "PROMETHEUS"))},
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "LEADRELAY_CONFIG": str(config_path),
+        "PYTHONUNBUFFERED": "1",
+        **SECRETS,
+    }
+    web_env = {
+        **env,
+        "GUNICORN_BIND": f"127.0.0.1:{web_port}",
+        "WEB_CONCURRENCY": str(workers),
+        "GUNICORN_THREADS": "4",
+        "GUNICORN_GRACEFUL_TIMEOUT": "5",
+        "PROMETHEUS_MULTIPROC_DIR": str(prometheus_dir),
+    }
+    web = Proc(image_argv(dockerfile_cmd()), web_env, tmp / "web.log")
+    dispatcher = Proc(image_argv(["leadrelay", "dispatch"]), env, tmp / "dispatcher.log")
+    stack = Stack(
+        tmp=tmp,
+        sim=sim,
+        web_url=f"http://127.0.0.1:{web_port}",
+        metrics_url=f"http://127.0.0.1:{metrics_port}",
+        web=web,
+        dispatcher=dispatcher,
+        prometheus_dir=prometheus_dir,
+    )
+    try:
+        wait_http_ok(stack.web_url + "/healthz", timeout=30)
+        wait_http_ok(stack.metrics_url + "/healthz", timeout=30)
+    except AssertionError:
+        stop_stack(stack)
+        raise AssertionError(
+            "stack did not start:\n" + "\n".join(web.lines()[-20:] + dispatcher.lines()[-20:])
+        ) from None
+    return stack
+
+
+def stop_stack(stack: Stack) -> None:
+    stack.web.stop()
+    stack.dispatcher.stop()
+    stack.sim.stop()
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text exposition -> {'name{label="v",...}': value}, labels sorted."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, float] = {}
+    text = requests.get(url, timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
