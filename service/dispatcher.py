@@ -308,6 +308,8 @@ class EmbeddedDispatcher:
 
     def _run_group(self, group: DeliveryGroup, polling: bool) -> None:
         key = (group.provider, group.lead_key)
+        # Every log line of this delivery (handlers included) names the command(s) it serves.
+        token = command_id_var.set(",".join(d.command.command_id for d in group.deliveries))
         try:
             if polling:
                 decision = self.core.poll(group)
@@ -328,6 +330,7 @@ class EmbeddedDispatcher:
                 ),
             )
         finally:
+            command_id_var.reset(token)
             with self._busy_lock:
                 self._busy.discard(key)
 

@@ -169,7 +169,7 @@ class Stack:
         return self.web.lines() + self.dispatcher.lines()
 
 
-def start_stack(tmp: Path, workers: int = 2) -> Stack:
+def start_stack(tmp: Path, workers: int = 2, rate_limit: dict[str, float] | None = None) -> Stack:
     sim = ServedApp(create_leadsquared_simulator(LSQ_ACCESS_KEY, LSQ_SECRET_KEY)).start()
     raw = base_config(tmp, sim.url)
     # The chart's ConfigMap never holds secrets: strip them from the file, pass them as env.
@@ -177,6 +177,8 @@ def start_stack(tmp: Path, workers: int = 2) -> Stack:
     raw["sources"]["generic"].pop("secrets")
     for key in ("access_key", "secret_key"):
         raw["providers"]["leadsquared"].pop(key)
+    if rate_limit:
+        raw["providers"]["leadsquared"]["rate_limit"] = rate_limit
     metrics_port = free_port()
     raw["server"]["metrics_port"] = metrics_port
     config_path = write_config(tmp, raw)
