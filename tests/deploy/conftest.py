@@ -143,6 +143,16 @@ class Proc:
         return [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
 
 
+def embedded_chart_commands() -> dict[str, list[str]]:
+    """command + args of each container of the chart's embedded-mode pod, as rendered."""
+    with helm.Chart.load(CHART) as loaded:
+        docs = [d for docs in render(loaded, {"mode": "embedded"}).values() for d in docs]
+    (pod,) = [d for d in docs if d["kind"] == "Deployment"]
+    return {
+        c["name"]: [*c["command"], *c.get("args", [])] for c in pod["spec"]["template"]["spec"]["containers"]
+    }
+
+
 def image_argv(argv: list[str]) -> list[str]:
     """An image command (`gunicorn ...`, `leadrelay ...`) run from this venv, as PATH would
     resolve it inside the image."""
@@ -199,8 +209,10 @@ def start_stack(tmp: Path, workers: int = 2, rate_limit: dict[str, float] | None
         "GUNICORN_GRACEFUL_TIMEOUT": "5",
         "PROMETHEUS_MULTIPROC_DIR": str(prometheus_dir),
     }
-    web = Proc(image_argv(dockerfile_cmd()), web_env, tmp / "web.log")
-    dispatcher = Proc(image_argv(["leadrelay", "dispatch"]), env, tmp / "dispatcher.log")
+    commands = embedded_chart_commands()
+    assert commands["web"] == dockerfile_cmd(), "the chart runs the image's CMD for the web"
+    web = Proc(image_argv(commands["web"]), web_env, tmp / "web.log")
+    dispatcher = Proc(image_argv(commands["dispatcher"]), env, tmp / "dispatcher.log")
     stack = Stack(
         tmp=tmp,
         sim=sim,
