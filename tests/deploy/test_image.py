@@ -123,3 +123,17 @@ def test_image_and_chart_agree_on_user_port_and_paths() -> None:
                 if container["name"] == "web":
                     assert env_vars["GUNICORN_BIND"] == "0.0.0.0:8080"
                     assert container["ports"][0]["containerPort"] == 8080
+
+
+def test_deploy_docs_name_every_metric_and_the_secret_keys() -> None:
+    from prometheus_client import REGISTRY
+
+    import service.metrics  # noqa: F401 - registers the metrics
+
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    names = {m.name for m in REGISTRY.collect() if m.name.startswith("leadrelay_")}
+    undocumented = {n for n in names if n not in docs and n + "_total" not in docs}
+    assert not undocumented, undocumented
+    from tests.deploy.conftest import SECRETS
+
+    assert all(key in docs for key in SECRETS)
