@@ -42,6 +42,10 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or None
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
 errorlog = "-"
+# gunicorn 25+ opens a control socket under $HOME by default: that fails on a read-only root
+# filesystem and collides between instances on one machine. Opt in with a path.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or None
+control_socket_disable = control_socket is None
 # The body limit is enforced by the app (413 JSON); the request line and headers here.
 limit_request_line = 8190
 limit_request_fields = 100

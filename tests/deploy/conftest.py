@@ -173,6 +173,7 @@ class Stack:
     web: Proc
     dispatcher: Proc
     prometheus_dir: Path
+    home: Path
     extra: dict[str, Any] = field(default_factory=dict)
 
     def all_lines(self) -> list[str]:
@@ -194,11 +195,15 @@ def start_stack(tmp: Path, workers: int = 2, rate_limit: dict[str, float] | None
     config_path = write_config(tmp, raw)
     web_port = free_port()
     prometheus_dir = tmp / "prometheus"
+    home = tmp / "home"
+    home.mkdir()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("LEADRELAY", "GUNICORN", "PROMETHEUS"))},
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "LEADRELAY_CONFIG": str(config_path),
         "PYTHONUNBUFFERED": "1",
+        # An empty HOME: the pods have none writable (read-only root filesystem).
+        "HOME": str(home),
         **SECRETS,
     }
     web_env = {
@@ -221,6 +226,7 @@ def start_stack(tmp: Path, workers: int = 2, rate_limit: dict[str, float] | None
         web=web,
         dispatcher=dispatcher,
         prometheus_dir=prometheus_dir,
+        home=home,
     )
     try:
         wait_http_ok(stack.web_url + "/healthz", timeout=30)

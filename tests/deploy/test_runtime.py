@@ -166,6 +166,11 @@ def test_dispatcher_metrics_move_after_deliveries(run: Stack) -> None:
     assert moved("leadrelay_rate_limit_waits_total", **lsq) >= 1
 
 
+def test_nothing_is_written_to_home(run: Stack) -> None:
+    """The image has no writable HOME (read-only root filesystem, HOME=/nonexistent)."""
+    assert list(run.home.rglob("*")) == []
+
+
 def test_worker_port_answers_probes_and_nothing_else(run: Stack) -> None:
     health = requests.get(run.metrics_url + "/healthz", timeout=5)
     assert health.status_code == 200 and health.json()["status"] == "ok"

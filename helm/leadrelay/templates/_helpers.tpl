@@ -62,6 +62,8 @@ app.kubernetes.io/component: {{ .component }}
 {{/* The leadrelay config file: chart-owned keys over the user's `config`. ------------- */}}
 
 {{- define "leadrelay.configData" -}}
+{{- /* Embedded: the SQLite queue on the PVC. Distributed: the queue is Kafka and state is
+     Redis; the path is only local scratch on an emptyDir. */ -}}
 {{- $storage := ternary "/var/lib/leadrelay/leadrelay.db" "/var/lib/leadrelay/scratch.db" (eq .Values.mode "embedded") -}}
 {{- $owned := dict
       "mode" .Values.mode
