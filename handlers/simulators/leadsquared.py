@@ -86,6 +86,8 @@ def create_leadsquared_simulator(
     def gate() -> Any:
         if request.path.startswith("/_sim/"):
             return None
+        if state.latency_seconds:
+            time.sleep(state.latency_seconds)
         fault = state.take_fault(request.path)
         if fault:
             if fault.delay_seconds:
