@@ -101,6 +101,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             == 401
         )
         assert requests.post(f"{stack.web_url}/webhooks/nosuch", data=b"{}", timeout=5).status_code == 404
+        too_big = b'{"pad": "' + b"x" * 300_000 + b'"}'
+        assert requests.post(f"{stack.web_url}/webhooks/generic", data=too_big, timeout=5).status_code == 413
 
         # Probes, as the kubelet sends them.
         for _ in range(3):
@@ -136,6 +138,7 @@ def test_web_metrics_count_every_webhook_across_gunicorn_workers(run: Stack) -> 
     assert accepted == 7
     assert value(after, name, source="generic", outcome="unauthorized") == 1
     assert value(after, name, source="unknown", outcome="unknown_source") == 1
+    assert value(after, name, source="generic", outcome="payload_too_large") == 1
     assert value(after, "leadrelay_commands_queued_total", source="generic") == 7
     # Several worker processes wrote samples and /metrics summed them.
     assert len(list(run.prometheus_dir.glob("counter_*.db"))) >= 2
