@@ -389,3 +389,25 @@ def test_no_rendered_object_carries_a_secret(chart: helm.Chart, production_value
 def test_notes_warn_when_no_secret_is_named(chart: helm.Chart) -> None:
     assert "no `existingSecret` is set" in notes(chart)
     assert "no `existingSecret` is set" not in notes(chart, {"existingSecret": "leadrelay-secrets"})
+
+
+def test_names_and_labels_fit_kubernetes_limits_for_the_longest_release_name(
+    chart: helm.Chart, production_values: dict[str, Any]
+) -> None:
+    release = "r" * 53  # Helm's maximum release name
+    dns_label = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    for values in (production_values, {"mode": "embedded"}):
+        out = chart.render(values, name=release, namespace="leads")
+        docs = [
+            d
+            for path, text in out.items()
+            if not path.endswith("NOTES.txt")
+            for d in yaml.safe_load_all(text)
+            if d
+        ]
+        names = [d["metadata"]["name"] for d in docs]
+        assert len(set(zip([d["kind"] for d in docs], names, strict=True))) == len(docs), "names collide"
+        for doc in docs:
+            assert dns_label.match(doc["metadata"]["name"]), doc["metadata"]["name"]
+            for value in doc["metadata"].get("labels", {}).values():
+                assert len(value) <= 63, value

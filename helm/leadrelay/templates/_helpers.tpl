@@ -17,9 +17,10 @@
 {{- end -}}
 {{- end -}}
 
-{{/* "<fullname>-<component>", component names are short so 63 is kept. */}}
+{{/* "<fullname>-<component>", the fullname cut so the whole stays within 63 characters. */}}
 {{- define "leadrelay.componentName" -}}
-{{- printf "%s-%s" (include "leadrelay.fullname" .root | trunc 52 | trimSuffix "-") .component -}}
+{{- $room := sub 62 (len .component) | int -}}
+{{- printf "%s-%s" (include "leadrelay.fullname" .root | trunc $room | trimSuffix "-") .component -}}
 {{- end -}}
 
 {{- define "leadrelay.serviceAccountName" -}}
