@@ -301,8 +301,9 @@ def test_containers_run_commands_the_image_has(chart: helm.Chart, production_val
                     assert argv[0] == "leadrelay"
                     seen.add(argv[1])
     assert seen == {"dispatch", "kafka-dispatch", "consume-sources"}
-    # The embedded dispatcher is in this tree; the Kafka ones arrive with the distributed mode.
-    assert "dispatch" in subcommands
+    # Every sub-command the chart runs exists, except the Kafka ones while the distributed
+    # mode (issue 5) is not merged; once it is, they are checked here too.
+    assert seen - subcommands <= {"kafka-dispatch", "consume-sources"}, seen - subcommands
 
 
 # ---- values.schema.json -----------------------------------------------------------------
