@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -18,7 +19,7 @@ import yaml
 from kubernetes_validate import utils as kv
 
 from service.cli import build_parser
-from service.config import validate_config
+from service.config import load_config
 from tests.deploy.conftest import CHART, SECRETS, notes, objects, render
 from tests.support import ADMIN_TOKEN, LSQ_ACCESS_KEY, LSQ_SECRET_KEY, SIGNING_SECRET
 
@@ -153,9 +154,30 @@ def test_keda_scaled_objects_have_the_shape_keda_reads(
             assert metadata["bootstrapServers"] == production_values["kafka"]["bootstrapServers"]
             assert metadata["consumerGroup"] and int(metadata["lagThreshold"]) > 0
             assert trigger["authenticationRef"] == {"name": "kafka-tls"}
-    consumers = named(docs, "ScaledObject", "lr-leadrelay-consumers")
-    topics = [t["metadata"]["topic"] for t in consumers["spec"]["triggers"]]
-    assert topics == production_values["consumers"]["keda"]["topics"]
+
+    # Topics and groups come from the same config the workers read (config.kafka).
+    def pairs(docs: list[dict[str, Any]], name: str) -> list[tuple[str, str]]:
+        triggers = named(docs, "ScaledObject", name)["spec"]["triggers"]
+        return [(t["metadata"]["topic"], t["metadata"]["consumerGroup"]) for t in triggers]
+
+    assert pairs(docs, "lr-leadrelay-dispatcher") == [("leadrelay.commands", "leadrelay-dispatcher")]
+    assert pairs(docs, "lr-leadrelay-consumers") == [
+        ("crm.form-fills", "leadrelay-source-crm.form-fills"),
+        ("crm.deal-changes", "leadrelay-deal-changes"),
+    ]
+    custom = copy.deepcopy(production_values)
+    custom["config"]["kafka"].update(topics={"commands": "lr.cmds"}, groups={"dispatcher": "lr-disp"})
+    assert pairs(objects(chart, custom), "lr-leadrelay-dispatcher") == [("lr.cmds", "lr-disp")]
+
+
+def test_consumers_need_topic_bindings(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmError, match="config.kafka.sources"):
+        render(chart, {"consumers": {"enabled": True}})
+    bound = {
+        "consumers": {"enabled": True},
+        "config": {"kafka": {"sources": [{"topic": "t", "format": "generic"}]}},
+    }
+    assert named(objects(chart, bound), "Deployment", "lr-leadrelay-consumers")
 
 
 def test_service_monitor_selects_services_and_ports_that_exist(
@@ -219,6 +241,8 @@ def test_pods_are_locked_down(chart: helm.Chart, production_values: dict[str, An
             assert spec["automountServiceAccountToken"] is False
             assert spec["terminationGracePeriodSeconds"] >= 30, name
             mounts_needed = {"/tmp", "/etc/leadrelay", "/var/lib/leadrelay"}
+            if values is production_values:  # extraVolumeMounts reach every container
+                mounts_needed.add("/etc/kafka-ca")
             for container in spec["containers"]:
                 sc = container["securityContext"]
                 assert sc["readOnlyRootFilesystem"] is True
@@ -260,16 +284,34 @@ def test_grace_periods_cover_the_in_flight_work(chart: helm.Chart, production_va
         render(chart, {"web": {"terminationGracePeriodSeconds": 20, "gracefulTimeoutSeconds": 25}})
 
 
+def pod_environ(container: dict[str, Any], from_secret: dict[str, str]) -> dict[str, str]:
+    """The environment a container would see: its plain values, a placeholder for each
+    secretKeyRef, and `from_secret` standing in for the keys of `existingSecret`."""
+    env = dict(from_secret)
+    for item in container["env"]:
+        env[item["name"]] = item["value"] if "value" in item else f"placeholder-{item['name'].lower()}"
+    if not env.get("LEADRELAY__REDIS__URL", "redis").startswith("redis"):
+        env["LEADRELAY__REDIS__URL"] = "redis://redis-from-secret:6379/0"
+    return env
+
+
 def test_the_config_map_is_a_valid_leadrelay_config(
-    chart: helm.Chart, production_values: dict[str, Any]
+    chart: helm.Chart, production_values: dict[str, Any], tmp_path: Path
 ) -> None:
+    # What operators put in `existingSecret` (docs/deploy.md), including Redis' URL.
+    from_secret = {**SECRETS, "LEADRELAY__REDIS__URL": "redis://redis-from-secret:6379/0"}
     for label, values in variants(production_values).items():
-        config_map = named(objects(chart, values), "ConfigMap", "lr-leadrelay")
-        raw = yaml.safe_load(config_map["data"]["leadrelay.yaml"])
-        config = validate_config(raw)  # the app's own validator, as `leadrelay check-config` runs it
-        assert config["sandbox"] == "off", label  # never simulators in a cluster
-        assert config["mode"] == ("embedded" if label == "embedded" else "distributed")
-        assert config["storage"]["path"].startswith("/var/lib/leadrelay/")
+        docs = objects(chart, values)
+        path = tmp_path / f"{label}.yaml"
+        path.write_text(named(docs, "ConfigMap", "lr-leadrelay")["data"]["leadrelay.yaml"])
+        for name, template in pod_templates(docs):
+            for container in template["spec"]["containers"]:
+                # The app's own loader, as the pod runs it: the mounted file plus the pod's env.
+                config = load_config(path, environ=pod_environ(container, from_secret))
+                assert config["sandbox"] == "off", label  # never simulators in a cluster
+                assert config["mode"] == ("embedded" if label == "embedded" else "distributed")
+                assert config["storage"]["path"].startswith("/var/lib/leadrelay/"), name
+                assert config["server"]["metrics_port"] == 9100
     prod = yaml.safe_load(
         named(objects(chart, production_values), "ConfigMap", "lr-leadrelay")["data"]["leadrelay.yaml"]
     )

@@ -169,6 +169,9 @@ securityContext:
   mountPath: /tmp
 - name: data
   mountPath: /var/lib/leadrelay
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "leadrelay.volumes" -}}
@@ -178,6 +181,9 @@ securityContext:
 - name: tmp
   emptyDir:
     sizeLimit: 256Mi
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/* Probes of the dispatcher / consumers: their own metrics server on metrics.port. */}}

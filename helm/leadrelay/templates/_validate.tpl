@@ -13,6 +13,9 @@
 {{- fail (printf "%s.keda.minReplicaCount must not exceed maxReplicaCount" $component) -}}
 {{- end -}}
 {{- end -}}
+{{- if and (eq .Values.mode "distributed") .Values.consumers.enabled (not (default dict .Values.config.kafka).sources) -}}
+{{- fail "consumers.enabled needs at least one topic binding in config.kafka.sources ({topic, format[, group_id]})" -}}
+{{- end -}}
 {{- if and (eq .Values.mode "embedded") .Values.consumers.enabled -}}
 {{- fail "consumers need mode: distributed (Kafka); embedded mode takes webhooks only" -}}
 {{- end -}}
