@@ -21,7 +21,7 @@ from kubernetes_validate import utils as kv
 from service.cli import build_parser
 from service.config import load_config
 from tests.deploy.conftest import CHART, SECRETS, notes, objects, render
-from tests.support import ADMIN_TOKEN, LSQ_ACCESS_KEY, LSQ_SECRET_KEY, SIGNING_SECRET
+from tests.support import ADMIN_TOKEN, LSQ_ACCESS_KEY, LSQ_SECRET_KEY, SIGNING_SECRET, deep_merge
 
 KUBE_VERSION = kv.latest_version()  # the newest Kubernetes this kubernetes-validate ships
 CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
@@ -454,3 +454,22 @@ def test_names_and_labels_fit_kubernetes_limits_for_the_longest_release_name(
             assert dns_label.match(doc["metadata"]["name"]), doc["metadata"]["name"]
             for value in doc["metadata"].get("labels", {}).values():
                 assert len(value) <= 63, value
+
+
+def test_the_values_examples_in_the_docs_install(chart: helm.Chart) -> None:
+    """docs/deploy.md's values snippets (the minimal file, source bindings, Strimzi TLS)
+    pass the schema and render objects that validate."""
+    from tests.deploy.conftest import ROOT
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "deploy.md").read_text(), re.S)
+    snippets = [doc for b in blocks for doc in yaml.safe_load_all(b)]
+    values_snippets = [s for s in snippets if isinstance(s, dict) and "apiVersion" not in s]
+    assert len(values_snippets) >= 3
+    merged: dict[str, Any] = {}
+    for snippet in values_snippets:
+        chart.validate_schema(snippet)
+        merged = deep_merge(merged, snippet)
+    chart.validate_schema(merged)
+    for doc in objects(chart, merged):
+        if (doc["apiVersion"], doc["kind"]) not in CRD_KINDS:
+            kv.validate(doc, KUBE_VERSION, strict=True)
