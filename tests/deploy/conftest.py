@@ -31,7 +31,6 @@ from tests.support import (
     base_config,
     free_port,
     wait_http_ok,
-    write_config,
 )
 
 CHART = ROOT / "helm" / "leadrelay"
@@ -143,16 +142,6 @@ class Proc:
         return [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
 
 
-def embedded_chart_commands() -> dict[str, list[str]]:
-    """command + args of each container of the chart's embedded-mode pod, as rendered."""
-    with helm.Chart.load(CHART) as loaded:
-        docs = [d for docs in render(loaded, {"mode": "embedded"}).values() for d in docs]
-    (pod,) = [d for d in docs if d["kind"] == "Deployment"]
-    return {
-        c["name"]: [*c["command"], *c.get("args", [])] for c in pod["spec"]["template"]["spec"]["containers"]
-    }
-
-
 def image_argv(argv: list[str]) -> list[str]:
     """An image command (`gunicorn ...`, `leadrelay ...`) run from this venv, as PATH would
     resolve it inside the image."""
@@ -180,44 +169,58 @@ class Stack:
         return self.web.lines() + self.dispatcher.lines()
 
 
-def start_stack(tmp: Path, workers: int = 2, rate_limit: dict[str, float] | None = None) -> Stack:
+def embedded_pod(values: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The chart in embedded mode: its leadrelay.yaml and its containers by name."""
+    with helm.Chart.load(CHART) as loaded:
+        docs = [d for docs in render(loaded, {"mode": "embedded", **values}).values() for d in docs]
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    (pod,) = [d for d in docs if d["kind"] == "Deployment"]
+    containers = {c["name"]: c for c in pod["spec"]["template"]["spec"]["containers"]}
+    return config_map["data"]["leadrelay.yaml"], containers
+
+
+def start_stack(tmp: Path, rate_limit: dict[str, float] | None = None) -> Stack:
+    """The chart's embedded-mode pod, run here: its ConfigMap as the config file (volume
+    paths moved under `tmp`), each container's command and plain env from the rendered
+    Deployment, and the secrets as env vars the way `existingSecret` brings them."""
     sim = ServedApp(create_leadsquared_simulator(LSQ_ACCESS_KEY, LSQ_SECRET_KEY)).start()
-    raw = base_config(tmp, sim.url)
-    # The chart's ConfigMap never holds secrets: strip them from the file, pass them as env.
-    raw["server"].pop("admin_token")
-    raw["sources"]["generic"].pop("secrets")
+    raw = base_config(tmp, sim.url)  # the test suite's fast-retry settings, LSQ simulator URL
+    config = {key: raw[key] for key in ("dedup", "dispatcher", "logging", "sources", "providers", "routes")}
+    # Secrets never go through values (the schema would refuse them): strip them here.
+    config["sources"]["generic"].pop("secrets")
     for key in ("access_key", "secret_key"):
-        raw["providers"]["leadsquared"].pop(key)
+        config["providers"]["leadsquared"].pop(key)
     if rate_limit:
-        raw["providers"]["leadsquared"]["rate_limit"] = rate_limit
+        config["providers"]["leadsquared"]["rate_limit"] = rate_limit
     metrics_port = free_port()
-    raw["server"]["metrics_port"] = metrics_port
-    config_path = write_config(tmp, raw)
-    web_port = free_port()
-    prometheus_dir = tmp / "prometheus"
-    home = tmp / "home"
+    config_text, containers = embedded_pod({"metrics": {"port": metrics_port}, "config": config})
+    assert [*containers["web"]["command"]] == dockerfile_cmd(), "the chart runs the image's CMD for the web"
+
+    data, prometheus_dir, home = tmp / "data", tmp / "prometheus", tmp / "home"
     home.mkdir()
-    env = {
+    config_path = tmp / "leadrelay.yaml"  # stands in for the ConfigMap mount
+    config_path.write_text(config_text.replace("/var/lib/leadrelay", str(data)))  # the PVC mount
+    web_port = free_port()
+    base_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("LEADRELAY", "GUNICORN", "PROMETHEUS"))},
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "LEADRELAY_CONFIG": str(config_path),
-        "PYTHONUNBUFFERED": "1",
         # An empty HOME: the pods have none writable (read-only root filesystem).
         "HOME": str(home),
         **SECRETS,
     }
-    web_env = {
-        **env,
-        "GUNICORN_BIND": f"127.0.0.1:{web_port}",
-        "WEB_CONCURRENCY": str(workers),
-        "GUNICORN_THREADS": "4",
-        "GUNICORN_GRACEFUL_TIMEOUT": "5",
+    local = {  # container paths and ports -> this machine's
+        "LEADRELAY_CONFIG": str(config_path),
         "PROMETHEUS_MULTIPROC_DIR": str(prometheus_dir),
+        "GUNICORN_BIND": f"127.0.0.1:{web_port}",
     }
-    commands = embedded_chart_commands()
-    assert commands["web"] == dockerfile_cmd(), "the chart runs the image's CMD for the web"
-    web = Proc(image_argv(commands["web"]), web_env, tmp / "web.log")
-    dispatcher = Proc(image_argv(commands["dispatcher"]), env, tmp / "dispatcher.log")
+
+    def start(name: str) -> Proc:
+        container = containers[name]
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        env = {**base_env, **env, **{k: v for k, v in local.items() if k in env}}
+        return Proc(image_argv([*container["command"], *container.get("args", [])]), env, tmp / f"{name}.log")
+
+    web, dispatcher = start("web"), start("dispatcher")
     stack = Stack(
         tmp=tmp,
         sim=sim,
