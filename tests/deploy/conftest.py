@@ -179,7 +179,9 @@ def embedded_pod(values: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]
     return config_map["data"]["leadrelay.yaml"], containers
 
 
-def start_stack(tmp: Path, rate_limit: dict[str, float] | None = None) -> Stack:
+def start_stack(
+    tmp: Path, rate_limit: dict[str, float] | None = None, unreachable_provider: str | None = None
+) -> Stack:
     """The chart's embedded-mode pod, run here: its ConfigMap as the config file (volume
     paths moved under `tmp`), each container's command and plain env from the rendered
     Deployment, and the secrets as env vars the way `existingSecret` brings them."""
@@ -192,6 +194,21 @@ def start_stack(tmp: Path, rate_limit: dict[str, float] | None = None) -> Stack:
         config["providers"]["leadsquared"].pop(key)
     if rate_limit:
         config["providers"]["leadsquared"]["rate_limit"] = rate_limit
+    secrets = dict(SECRETS)
+    if unreachable_provider:
+        # A second LeadSquared account on a closed port, for `deal.*` events: connection
+        # errors carry the full URL, accessKey and secretKey included, into the reasons.
+        config["providers"][unreachable_provider] = {
+            **config["providers"]["leadsquared"],
+            "base_url": "http://127.0.0.1:9",
+        }
+        config["routes"].insert(
+            0, {"source": "generic", "event_types": ["deal.*"], "providers": [unreachable_provider]}
+        )
+        for key in ("ACCESS_KEY", "SECRET_KEY"):
+            secrets[f"LEADRELAY__PROVIDERS__{unreachable_provider.upper()}__{key}"] = SECRETS[
+                f"LEADRELAY__PROVIDERS__LEADSQUARED__{key}"
+            ]
     metrics_port = free_port()
     config_text, containers = embedded_pod({"metrics": {"port": metrics_port}, "config": config})
     assert [*containers["web"]["command"]] == dockerfile_cmd(), "the chart runs the image's CMD for the web"
@@ -206,7 +223,7 @@ def start_stack(tmp: Path, rate_limit: dict[str, float] | None = None) -> Stack:
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         # An empty HOME: the pods have none writable (read-only root filesystem).
         "HOME": str(home),
-        **SECRETS,
+        **secrets,
     }
     local = {  # container paths and ports -> this machine's
         "LEADRELAY_CONFIG": str(config_path),

@@ -236,7 +236,9 @@ def test_pods_are_locked_down(chart: helm.Chart, production_values: dict[str, An
     for values in (None, production_values, {"mode": "embedded"}):
         for name, template in pod_templates(objects(chart, values)):
             spec = template["spec"]
+            # Pod Security Standard "restricted": non-root, RuntimeDefault seccomp, no escalation, drop ALL.
             assert spec["securityContext"]["runAsNonRoot"] is True
+            assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
             assert spec["securityContext"]["runAsUser"] > 0
             assert spec["automountServiceAccountToken"] is False
             assert spec["terminationGracePeriodSeconds"] >= 30, name

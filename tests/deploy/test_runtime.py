@@ -20,6 +20,7 @@ from tests.deploy.conftest import SECRETS, Stack, scrape, start_stack, stop_stac
 from tests.support import ADMIN_TOKEN, SIGNING_SECRET, post_generic, wait_until
 
 LEAD_UPDATE = "Lead.Update"
+DOWN = "leadsquared_down"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
@@ -54,7 +55,9 @@ def send(stack: Stack, email: str, request_id: str | None = None, **kwargs: Any)
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("stack"), rate_limit={"calls": 3, "per_seconds": 2})
+    stack = start_stack(
+        tmp_path_factory.mktemp("stack"), rate_limit={"calls": 3, "per_seconds": 2}, unreachable_provider=DOWN
+    )
     try:
         stack.extra["web_before"] = scrape(stack.web_url + "/metrics")
         stack.extra["dispatcher_before"] = scrape(stack.metrics_url + "/metrics")
@@ -91,6 +94,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert replay.status_code == 202, replay.text
         wait_status(stack, dead, "delivered")
 
+        # A provider that cannot be reached: retried, then dead-lettered with the reason.
+        event = {"event_type": "deal.updated", "lead": {"email": emails[0]}, "changes": {"status": "won"}}
+        unreachable = post_generic(stack.web_url, event, f"msg_{uuid.uuid4().hex[:12]}").json()["command_id"]
+        wait_status(stack, unreachable, "dead_lettered")
+
         # Senders and callers that get it wrong.
         wrong = send(stack, emails[7], secret="whsec_" + "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA==")
         assert wrong.status_code == 401
@@ -110,7 +118,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             assert requests.get(stack.web_url + "/readyz", timeout=5).status_code == 200
             assert requests.get(stack.metrics_url + "/healthz", timeout=5).status_code == 200
             assert requests.get(stack.metrics_url + "/readyz", timeout=5).status_code == 200
-        stack.extra.update(delivered=delivered, retried=retried, limited=limited, dead=dead)
+        stack.extra.update(
+            delivered=delivered, retried=retried, limited=limited, dead=dead, unreachable=unreachable
+        )
         stack.extra["web_after"] = scrape(stack.web_url + "/metrics")
         time.sleep(5.2)  # the dispatcher refreshes its queue gauges every 5 s
         stack.extra["dispatcher_after"] = scrape(stack.metrics_url + "/metrics")
@@ -134,12 +144,12 @@ def test_web_metrics_count_every_webhook_across_gunicorn_workers(run: Stack) -> 
     accepted = value(after, name, source="generic", outcome="accepted") - value(
         before, name, source="generic", outcome="accepted"
     )
-    # 4 + retried + limited + dead = 7 accepted, however gunicorn spread them over workers.
-    assert accepted == 7
+    # 4 + retried + limited + dead + unreachable = 8 accepted, however gunicorn spread them.
+    assert accepted == 8
     assert value(after, name, source="generic", outcome="unauthorized") == 1
     assert value(after, name, source="unknown", outcome="unknown_source") == 1
     assert value(after, name, source="generic", outcome="payload_too_large") == 1
-    assert value(after, "leadrelay_commands_queued_total", source="generic") == 7
+    assert value(after, "leadrelay_commands_queued_total", source="generic") == 8
     # Several worker processes wrote samples and /metrics summed them.
     assert len(list(run.prometheus_dir.glob("counter_*.db"))) >= 2
 
@@ -163,6 +173,10 @@ def test_dispatcher_metrics_move_after_deliveries(run: Stack) -> None:
     assert moved("leadrelay_delivery_latency_seconds_bucket", le="+Inf", **lsq) == 7
     assert moved("leadrelay_provider_calls_total", outcome="delivered", **lsq) == 7
     assert moved("leadrelay_provider_call_seconds_count", **lsq) == 10  # 7 + 500 + 429 + 400
+    down = {"provider": DOWN}
+    assert moved("leadrelay_deliveries_total", outcome="dead_lettered", **down) == 1
+    assert moved("leadrelay_retries_total", reason="transient", **down) == 4  # max_attempts 5
+    assert moved("leadrelay_dead_letters_total", stage="lookup", **down) == 1
     assert value(after, "leadrelay_queue_depth") == 0
     assert value(after, "leadrelay_oldest_pending_age_seconds") == 0
     # The limit is 3 calls per 2 s in this run: the first burst of 4 had to wait.
@@ -233,8 +247,14 @@ def test_no_log_line_contains_a_configured_secret(run: Stack) -> None:
     for secret in [*SECRETS.values(), SIGNING_SECRET.removeprefix("whsec_")]:
         leaked = [line for line in lines if secret in line]
         assert not leaked, f"secret in logs: {leaked[:2]}"
-    # The dead letter's reason made it to the log, redacted rather than dropped.
-    assert any("dead-lettered" in line for line in run.dispatcher.lines())
+    # The unreachable provider's reasons (connection errors quote the URL with its query
+    # string) made it to the log, redacted rather than dropped.
+    reasons = [
+        json.loads(line).get("reason", "")
+        for line in run.dispatcher.lines()
+        if run.extra["unreachable"] in line
+    ]
+    assert len([r for r in reasons if r]) == 5 and any("accessKey=***" in r for r in reasons), reasons
 
 
 def test_processes_stop_cleanly_on_sigterm(run: Stack, tmp_path: Path) -> None:
