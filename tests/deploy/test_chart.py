@@ -24,6 +24,7 @@ from tests.deploy.conftest import CHART, SECRETS, notes, objects, render
 from tests.support import ADMIN_TOKEN, LSQ_ACCESS_KEY, LSQ_SECRET_KEY, SIGNING_SECRET, deep_merge
 
 KUBE_VERSION = kv.latest_version()  # the newest Kubernetes this kubernetes-validate ships
+OLDEST_KUBE_VERSION = "1.27.0"  # Chart.yaml kubeVersion: >=1.27.0-0
 CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
 WORKLOAD_KINDS = {"Deployment"}
 
@@ -66,11 +67,14 @@ def test_every_rendered_object_validates_strictly_against_kubernetes(
         for doc in objects(chart, values):
             if (doc["apiVersion"], doc["kind"]) in CRD_KINDS:
                 continue
-            try:
-                kv.validate(doc, KUBE_VERSION, strict=True)
-            except kv.ValidationError as exc:
-                path = ".".join(str(p) for p in exc.path)
-                pytest.fail(f"{label}: {doc['kind']}/{doc['metadata']['name']} {path}: {exc.message}")
+            for version in (KUBE_VERSION, OLDEST_KUBE_VERSION):
+                try:
+                    kv.validate(doc, version, strict=True)
+                except kv.ValidationError as exc:
+                    path = ".".join(str(p) for p in exc.path)
+                    pytest.fail(
+                        f"{label} on {version}: {doc['kind']}/{doc['metadata']['name']} {path}: {exc.message}"
+                    )
             seen.add(doc["kind"])
     expected = {"ConfigMap", "Deployment", "Service", "ServiceAccount", "Ingress", "HorizontalPodAutoscaler",
                 "PodDisruptionBudget", "NetworkPolicy", "PersistentVolumeClaim"}  # fmt: skip
@@ -475,3 +479,11 @@ def test_the_values_examples_in_the_docs_install(chart: helm.Chart) -> None:
     for doc in objects(chart, merged):
         if (doc["apiVersion"], doc["kind"]) not in CRD_KINDS:
             kv.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_the_packaged_chart_renders_and_leaves_ci_files_out(tmp_path: Path) -> None:
+    archive = helm.package(CHART, destination=tmp_path)
+    with helm.Chart.load(archive) as packaged:
+        assert packaged.metadata["kubeVersion"] == f">={OLDEST_KUBE_VERSION}-0"
+        assert not [f for f in packaged.files if f["name"].startswith("ci/")]
+        assert named(objects(packaged), "Deployment", "lr-leadrelay-web")
