@@ -12,13 +12,19 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/leadrelay
 WORKDIR /src
-# Dependencies first so code changes do not reinstall them. README.m[d]: optional file.
-COPY pyproject.toml README.m[d] ./
+# Dependencies in their own layer, from pyproject.toml alone: a code change does not
+# reinstall them.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+ && /opt/leadrelay/bin/pip install -r /tmp/requirements.txt
+# README.m[d]: pyproject's readme, copied when present.
+COPY README.m[d] ./
 COPY service ./service
 COPY consumers ./consumers
 COPY handlers ./handlers
 # A regular (not editable) install: the runtime image needs no source tree, no tests.
-RUN /opt/leadrelay/bin/pip install . \
+RUN /opt/leadrelay/bin/pip install --no-deps . \
  && /opt/leadrelay/bin/pip uninstall --yes pip setuptools wheel
 
 # ---- runtime: slim base, the venv, the default config, a non-root user -------------------

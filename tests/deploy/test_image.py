@@ -87,7 +87,10 @@ def test_the_build_stage_copies_every_package_the_project_ships() -> None:
     build = stages()[0]
     copied = {args.split()[0] for word, args in build if word == "COPY"}
     assert packages <= copied, packages - copied
-    assert any("pip install ." in args for word, args in build if word == "RUN")
+    runs = [args for word, args in build if word == "RUN"]
+    assert any(re.search(r"pip install (--no-deps )?\.(\s|$)", args) for args in runs), runs
+    # The dependency layer installs exactly what pyproject.toml declares.
+    assert any("['project']['dependencies']" in args and "pip install -r" in args for args in runs), runs
 
 
 def test_cmd_and_chart_commands_are_installed_entry_points() -> None:
@@ -137,3 +140,22 @@ def test_deploy_docs_name_every_metric_and_the_secret_keys() -> None:
     from tests.deploy.conftest import SECRETS
 
     assert all(key in docs for key in SECRETS)
+
+
+def test_the_dependency_layer_command_lists_the_project_dependencies() -> None:
+    """Runs the Dockerfile's own requirements one-liner (up to its redirect) with this Python."""
+    import subprocess
+    import sys
+
+    run = next(args for word, args in stages()[0] if word == "RUN" and "tomllib" in args)
+    one_liner = run.split(">", 1)[0].strip()
+    assert one_liner.startswith("python -c ")
+    out = subprocess.run(
+        ["sh", "-c", sys.executable + one_liner.removeprefix("python")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert out == project["project"]["dependencies"]
