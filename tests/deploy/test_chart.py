@@ -487,3 +487,33 @@ def test_the_packaged_chart_renders_and_leaves_ci_files_out(tmp_path: Path) -> N
         assert packaged.metadata["kubeVersion"] == f">={OLDEST_KUBE_VERSION}-0"
         assert not [f for f in packaged.files if f["name"].startswith("ci/")]
         assert named(objects(packaged), "Deployment", "lr-leadrelay-web")
+
+
+def test_hpa_needs_a_cpu_request(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmError, match="requests.cpu"):
+        # null deletes a default in Helm values: here the CPU request.
+        render(chart, {"web": {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": None}}}})
+
+
+def test_network_policy_opens_only_what_leadrelay_uses(
+    chart: helm.Chart, production_values: dict[str, Any]
+) -> None:
+    docs = objects(chart, production_values)
+    policy = named(docs, "NetworkPolicy", "lr-leadrelay")["spec"]
+    pods = [t["metadata"]["labels"] for _, t in pod_templates(docs)]
+    assert all(policy["podSelector"]["matchLabels"].items() <= labels.items() for labels in pods)
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    web_rule, metrics_rule = policy["ingress"]
+    assert web_rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert web_rule["from"] == production_values["networkPolicy"]["webFrom"]
+    assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert metrics_rule["from"] == production_values["networkPolicy"]["metricsFrom"]
+    egress_ports = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
+    assert egress_ports == {(53, "UDP"), (53, "TCP"), (443, "TCP"), (9093, "TCP"), (6379, "TCP")}
+    # The Kafka port the values name is one the policy lets out.
+    assert int(production_values["kafka"]["bootstrapServers"].rsplit(":", 1)[1]) in {
+        p for p, _ in egress_ports
+    }
+    # Defaults: scraping from any namespace of the cluster, never from outside it.
+    default = named(objects(chart), "NetworkPolicy", "lr-leadrelay")["spec"]
+    assert default["ingress"][1]["from"] == [{"namespaceSelector": {}}]

@@ -7,6 +7,9 @@
 {{- if and $web.autoscaling.enabled (gt (int $web.autoscaling.minReplicas) (int $web.autoscaling.maxReplicas)) -}}
 {{- fail "web.autoscaling.minReplicas must not exceed maxReplicas" -}}
 {{- end -}}
+{{- if and $web.autoscaling.enabled (not (dig "requests" "cpu" "" $web.resources)) -}}
+{{- fail "web.autoscaling scales on CPU utilisation, which needs web.resources.requests.cpu" -}}
+{{- end -}}
 {{- range $component := list "dispatcher" "consumers" -}}
 {{- $keda := (index $.Values $component).keda -}}
 {{- if and $keda.enabled (gt (int $keda.minReplicaCount) (int $keda.maxReplicaCount)) -}}
