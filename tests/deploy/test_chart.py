@@ -286,8 +286,10 @@ def test_grace_periods_cover_the_in_flight_work(chart: helm.Chart, production_va
         dispatcher["terminationGracePeriodSeconds"]
         == production_values["dispatcher"]["terminationGracePeriodSeconds"]
     )
-    with pytest.raises(helm.HelmError, match="terminationGracePeriodSeconds"):
+    with pytest.raises(helm.HelmError, match="web.terminationGracePeriodSeconds"):
         render(chart, {"web": {"terminationGracePeriodSeconds": 20, "gracefulTimeoutSeconds": 25}})
+    with pytest.raises(helm.HelmError, match="embedded.terminationGracePeriodSeconds"):
+        render(chart, {"mode": "embedded", "embedded": {"terminationGracePeriodSeconds": 30}})
 
 
 def pod_environ(container: dict[str, Any], from_secret: dict[str, str]) -> dict[str, str]:

@@ -1,8 +1,11 @@
 {{/* Rules values.schema.json cannot express (they compare two values). */}}
 {{- define "leadrelay.validate" -}}
 {{- $web := .Values.web -}}
-{{- if le (int $web.terminationGracePeriodSeconds) (add $web.gracefulTimeoutSeconds $web.preStopSleepSeconds | int) -}}
-{{- fail (printf "web.terminationGracePeriodSeconds (%v) must exceed web.gracefulTimeoutSeconds + web.preStopSleepSeconds (%v): gunicorn would be killed mid-request" $web.terminationGracePeriodSeconds (add $web.gracefulTimeoutSeconds $web.preStopSleepSeconds)) -}}
+{{- $grace := ternary "embedded.terminationGracePeriodSeconds" "web.terminationGracePeriodSeconds" (eq .Values.mode "embedded") -}}
+{{- $period := ternary .Values.embedded.terminationGracePeriodSeconds $web.terminationGracePeriodSeconds (eq .Values.mode "embedded") -}}
+{{- $needed := add $web.gracefulTimeoutSeconds $web.preStopSleepSeconds -}}
+{{- if le (int $period) (int $needed) -}}
+{{- fail (printf "%s (%v) must exceed web.gracefulTimeoutSeconds + web.preStopSleepSeconds (%v): gunicorn would be killed mid-request" $grace $period $needed) -}}
 {{- end -}}
 {{- if and $web.autoscaling.enabled (gt (int $web.autoscaling.minReplicas) (int $web.autoscaling.maxReplicas)) -}}
 {{- fail "web.autoscaling.minReplicas must not exceed maxReplicas" -}}
