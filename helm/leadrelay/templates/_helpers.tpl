@@ -245,6 +245,9 @@ readinessProbe:
   value: {{ .Values.web.keepAliveSeconds | quote }}
 - name: PROMETHEUS_MULTIPROC_DIR
   value: /var/run/leadrelay/prometheus
+# Worker heartbeat files on tmpfs: a slow disk under /tmp cannot make gunicorn kill workers.
+- name: GUNICORN_WORKER_TMP_DIR
+  value: /dev/shm
 {{- end -}}
 
 {{- define "leadrelay.webCommand" -}}
