@@ -215,6 +215,7 @@ def start_stack(
 
     data, prometheus_dir, home = tmp / "data", tmp / "prometheus", tmp / "home"
     home.mkdir()
+    plant_stale_metrics(prometheus_dir)
     config_path = tmp / "leadrelay.yaml"  # stands in for the ConfigMap mount
     config_path.write_text(config_text.replace("/var/lib/leadrelay", str(data)))  # the PVC mount
     web_port = free_port()
@@ -257,6 +258,27 @@ def start_stack(
             "stack did not start:\n" + "\n".join(web.lines()[-20:] + dispatcher.lines()[-20:])
         ) from None
     return stack
+
+
+def plant_stale_metrics(directory: Path) -> None:
+    """What a previous container of the same pod leaves in the emptyDir: a dead worker's
+    counter file. gunicorn_conf's on_starting must wipe it, or /metrics counts it."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from service.metrics import WEBHOOKS_RECEIVED
+
+    directory.mkdir(parents=True)
+    stale = MmapedDict(str(directory / "counter_999999.db"))
+    name = "leadrelay_webhooks_received"
+    key = mmap_key(
+        name,
+        name + "_total",
+        ["source", "outcome"],
+        ["generic", "accepted"],
+        WEBHOOKS_RECEIVED._documentation,
+    )
+    stale.write_value(key, 1000.0, 0.0)
+    stale.close()
 
 
 def stop_stack(stack: Stack) -> None:

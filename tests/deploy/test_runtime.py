@@ -146,12 +146,15 @@ def test_web_metrics_count_every_webhook_across_gunicorn_workers(run: Stack) -> 
     )
     # 4 + retried + limited + dead + unreachable = 8 accepted, however gunicorn spread them.
     assert accepted == 8
+    assert value(before, name, source="generic", outcome="accepted") == 0  # nothing stale summed in
     assert value(after, name, source="generic", outcome="unauthorized") == 1
     assert value(after, name, source="unknown", outcome="unknown_source") == 1
     assert value(after, name, source="generic", outcome="payload_too_large") == 1
     assert value(after, "leadrelay_commands_queued_total", source="generic") == 8
-    # Several worker processes wrote samples and /metrics summed them.
+    # Several worker processes wrote samples and /metrics summed them; the stale file a
+    # previous container left behind (1000 accepted) was wiped at start, not summed in.
     assert len(list(run.prometheus_dir.glob("counter_*.db"))) >= 2
+    assert not (run.prometheus_dir / "counter_999999.db").exists()
 
 
 def test_dispatcher_metrics_move_after_deliveries(run: Stack) -> None:
@@ -262,3 +265,8 @@ def test_processes_stop_cleanly_on_sigterm(run: Stack, tmp_path: Path) -> None:
     code = run.dispatcher.stop()
     assert code == 0, run.dispatcher.lines()[-5:]
     assert any(json.loads(line)["message"] == "dispatcher stopped" for line in run.dispatcher.lines())
+    started = time.monotonic()
+    assert run.web.stop() == 0, run.web.lines()[-5:]
+    assert time.monotonic() - started < 10  # idle workers do not wait out the graceful timeout
+    assert json.loads(run.web.lines()[-1])["message"] == "Shutting down: Master"
+    assert list(run.prometheus_dir.glob("*.db"))  # files stay for the pod's lifetime, wiped on start
