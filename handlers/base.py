@@ -8,6 +8,7 @@ classifies the answer. Handlers know nothing of queues, dedup or Kafka.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,14 @@ class TransientError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+def fingerprint(secret: str | None) -> str:
+    """A short, stable, non-reversible tag for a credential: rate-limit buckets are named
+    after the account without the key itself ending up in Redis key names or logs."""
+    if not secret:
+        return "none"
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
 
 
 def make_session(pool_size: int = 16) -> requests.Session:
@@ -176,6 +185,10 @@ class ProviderHandler:
 
     def poll(self, request_id: str) -> DeliveryResult:
         raise NotImplementedError(f"{self.kind} is not asynchronous")
+
+    def provider_metrics(self) -> dict[str, float] | None:
+        """Metrics the provider reports about itself (async queue depth...); None: none offered."""
+        return None
 
     def confirm_applied(self, update: ProviderUpdate) -> bool | None:
         """After a crash mid-call: did the provider already apply `update`? None: cannot tell."""

@@ -41,6 +41,15 @@ class SlidingWindowLimit:
             hits.append(now)
             return True, 0.0
 
+    def usage(self, key: str) -> tuple[int, float]:
+        """(calls in the current window, seconds until the oldest of them leaves it)."""
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits[key]
+            while hits and hits[0] <= now - self.per_seconds:
+                hits.popleft()
+            return len(hits), (hits[0] + self.per_seconds - now) if hits else 0.0
+
     def reset(self) -> None:
         with self._lock:
             self._hits.clear()
@@ -87,6 +96,17 @@ class SimulatorState:
                     fault.count -= 1
                     return fault
         return None
+
+
+def serve_fault(state: SimulatorState, default_body: Any) -> tuple[Response, int] | None:
+    """Answer with a programmed fault for this path, if one is armed."""
+    fault = state.take_fault(request.path)
+    if fault is None:
+        return None
+    if fault.delay_seconds:
+        time.sleep(fault.delay_seconds)
+    state.record(fault.status)
+    return jsonify(fault.body if fault.body is not None else default_body), fault.status
 
 
 def add_control_routes(
