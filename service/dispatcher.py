@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from handlers import build_handlers
@@ -33,6 +34,14 @@ def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with equal jitter: half fixed, half random."""
     delay = min(cap, base * (2 ** max(0, attempt - 1)))
     return delay / 2 + random.uniform(0, delay / 2)
+
+
+def version_stamp(occurred_at: datetime) -> str:
+    """`occurred_at` as a fixed-width UTC string, so stored field versions compare correctly
+    as strings (isoformat keeps the sender's offset and drops zero microseconds)."""
+    if occurred_at.tzinfo is None:
+        occurred_at = occurred_at.replace(tzinfo=UTC)
+    return occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -56,7 +65,7 @@ def coalesce(deliveries: list[Delivery], applied: Mapping[str, str]) -> Coalesce
     stale: list[str] = []
     for delivery in ordered:
         command = delivery.command
-        when = command.occurred_at.isoformat()
+        when = version_stamp(command.occurred_at)
         for name, value in command.changes.items():
             if name in applied and applied[name] > when:
                 stale.append(name)
@@ -127,9 +136,10 @@ class DeliveryCore:
                 count_attempt=False,
             )
         assert handler is not None
-        merged = coalesce(group.deliveries, applied) if self.settings["coalesce"] else None
-        if merged is None:
-            raise ValueError("coalescing off: deliver groups of one")
+        if not self.settings["coalesce"] and len(group.deliveries) > 1:
+            raise ValueError("coalescing is off: claim and deliver groups of one command")
+        # With coalescing off a group is one command: the same path, minus the merging.
+        merged = coalesce(group.deliveries, applied)
         if not merged.update.changes and merged.stale_fields:
             return Decision("delivered", error=f"superseded: {', '.join(merged.stale_fields)} already newer")
         limit = self.rate_limit(handler)
@@ -229,6 +239,15 @@ class DeliveryCore:
                 response=response,
                 count_attempt=False,
             )
+        if result.outcome is Outcome.RATE_LIMITED:
+            wait = result.retry_after if result.retry_after is not None else 5.0
+            return Decision(
+                "polling",
+                error=result.reason,
+                response=response,
+                next_attempt_at=now + wait,
+                count_attempt=False,
+            )
         if polls >= int(self.settings["poll_max_attempts"]):
             return Decision(
                 "dead_lettered",
@@ -243,6 +262,25 @@ class DeliveryCore:
         return Decision(
             "polling", error=result.reason or None, response=response, next_attempt_at=now + delay
         )
+
+    def refresh_provider_metrics(self) -> dict[str, dict[str, float]]:
+        """Ask every provider that reports on itself (LeadSquared Async's queue) and export
+        the answers as gauges. A provider that cannot answer keeps its last values."""
+        found: dict[str, dict[str, float]] = {}
+        for name, handler in self.handlers.items():
+            if handler.configuration_problem():
+                continue
+            try:
+                values = handler.provider_metrics()
+            except Exception as exc:  # metrics are advisory: never let them stop delivery
+                log.warning("provider metrics unavailable", extra={"provider": name, "reason": str(exc)})
+                continue
+            if values is None:
+                continue
+            for metric, value in values.items():
+                metrics.ASYNC_METRICS.labels(provider=name, metric=metric).set(value)
+            found[name] = values
+        return found
 
 
 class EmbeddedDispatcher:
@@ -374,7 +412,11 @@ class EmbeddedDispatcher:
             (
                 False,
                 self.store.claim_due_groups(
-                    now, int(self.settings["batch_size"]), skip=busy, max_groups=free * 2
+                    now,
+                    int(self.settings["batch_size"]),
+                    skip=busy,
+                    max_groups=free * 2,
+                    per_group=None if self.settings["coalesce"] else 1,
                 ),
             ),
         ):
@@ -396,11 +438,17 @@ class EmbeddedDispatcher:
         log.info("dispatcher started", extra={"concurrency": self.concurrency})
         self.recover()
         last_gauges = 0.0
+        last_provider_metrics = 0.0
+        interval = float(self.settings["provider_metrics_interval_seconds"])
         while not self.stopping.is_set():
             started = self.tick()
             if time.monotonic() - last_gauges > 5:
                 self.update_gauges()
                 last_gauges = time.monotonic()
+            if interval and time.monotonic() - last_provider_metrics > interval:
+                # In the pool: a slow provider must not hold up the dispatch loop.
+                self.pool.submit(self.core.refresh_provider_metrics)
+                last_provider_metrics = time.monotonic()
             if not started:
                 self.stopping.wait(float(self.settings["poll_interval_seconds"]))
         self.shutdown()

@@ -163,11 +163,17 @@ class EmbeddedStore:
     # ---- dispatcher --------------------------------------------------------------------
 
     def claim_due_groups(
-        self, now: float, limit: int, skip: set[tuple[str, str]] = frozenset(), max_groups: int = 1_000_000
+        self,
+        now: float,
+        limit: int,
+        skip: set[tuple[str, str]] = frozenset(),
+        max_groups: int = 1_000_000,
+        per_group: int | None = None,
     ) -> list[DeliveryGroup]:
         """Mark due groups in_flight and return them. A group is due when its oldest open
         delivery is pending and due; a lead with one in flight or backing off waits, so
-        commands for one lead and provider are applied in order."""
+        commands for one lead and provider are applied in order. `per_group`: at most that
+        many commands per group (1 when coalescing is off)."""
         db = self.connection()
         rows = db.execute(
             "SELECT d.command_id, d.provider, d.lead_key, d.seq, d.status, d.attempts, d.next_attempt_at,"
@@ -185,6 +191,8 @@ class EmbeddedStore:
                 blocked.add(key)
                 continue
             if (taken >= limit or len(groups) >= max_groups) and key not in groups:
+                continue
+            if per_group is not None and key in groups and len(groups[key].deliveries) >= per_group:
                 continue
             group = groups.setdefault(key, DeliveryGroup(provider=row["provider"], lead_key=row["lead_key"]))
             group.deliveries.append(
