@@ -3,7 +3,7 @@ limit, and serving a Flask app on a loopback port in a thread (tests, demo, benc
 
 Control endpoints live under `/_sim/` so they never collide with a provider path:
 `GET /_sim/calls`, `POST /_sim/reset`, `POST /_sim/faults` (`{"path": "...", "status": 500,
-"count": 2}`), `POST /_sim/leads` (seed leads).
+"count": 2, "body": {...}, "headers": {...}, "delay_seconds": 0}`), `POST /_sim/leads` (seed leads).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class Fault:
     count: int
     body: Any = None
     delay_seconds: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,7 +107,9 @@ def serve_fault(state: SimulatorState, default_body: Any) -> tuple[Response, int
     if fault.delay_seconds:
         time.sleep(fault.delay_seconds)
     state.record(fault.status)
-    return jsonify(fault.body if fault.body is not None else default_body), fault.status
+    answer = jsonify(fault.body if fault.body is not None else default_body)
+    answer.headers.update(fault.headers)
+    return answer, fault.status
 
 
 def add_control_routes(
@@ -138,6 +141,7 @@ def add_control_routes(
                     count=int(spec.get("count", 1)),
                     body=spec.get("body"),
                     delay_seconds=float(spec.get("delay_seconds", 0)),
+                    headers=dict(spec.get("headers") or {}),
                 )
             )
         return jsonify({"ok": True})
@@ -155,7 +159,13 @@ class ServedApp:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
         self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
         self.url = f"http://{host}:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name=f"sim:{self.url}", daemon=True)
+        # A short poll interval: `stop()` waits up to one interval (tests stop many servers).
+        self.thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"sim:{self.url}",
+            daemon=True,
+        )
 
     def start(self) -> ServedApp:
         self.thread.start()

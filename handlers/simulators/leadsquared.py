@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 import uuid
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from handlers.simulators.common import SimulatorState, SlidingWindowLimit, add_control_routes
+from handlers.simulators.common import (
+    SimulatorState,
+    SlidingWindowLimit,
+    add_control_routes,
+    serve_fault,
+)
 from handlers.simulators.leadsquared_async import add_async_routes
 
 # The lead schema the simulator accepts: standard fields plus the custom ones we map to.
@@ -93,17 +97,11 @@ def create_leadsquared_simulator(
     def gate() -> Any:
         if request.path.startswith("/_sim/"):
             return None
-        fault = state.take_fault(request.path)
+        fault = serve_fault(
+            state, {"Status": "Error", "ExceptionType": "SimulatedFault", "ExceptionMessage": "fault"}
+        )
         if fault:
-            if fault.delay_seconds:
-                time.sleep(fault.delay_seconds)
-            state.record(fault.status)
-            body = fault.body or {
-                "Status": "Error",
-                "ExceptionType": "SimulatedFault",
-                "ExceptionMessage": "fault",
-            }
-            return jsonify(body), fault.status
+            return fault
         if request.path.startswith(BASE):
             if request.args.get("accessKey") != access_key or request.args.get("secretKey") != secret_key:
                 state.record(401)
