@@ -96,6 +96,7 @@ class Decision:
     response: Any = None
     next_attempt_at: float | None = None
     count_attempt: bool = True
+    count_poll: bool = False  # an async status poll (bounded by `poll_max_attempts`)
     request_id: str | None = None
     field_versions: dict[str, str] = field(default_factory=dict)
 
@@ -227,10 +228,11 @@ class DeliveryCore:
                 "pending", error="cannot poll: provider gone or no request id; resending", stage="config"
             )
         result = handler.poll(request_id)
-        polls = max(d.attempts for d in group.deliveries) + 1
+        # Polls are counted apart from delivery attempts: the update call was one attempt.
+        polls = max(d.polls for d in group.deliveries) + 1
         response = {"status_code": result.status_code, "body": result.response, "request_id": request_id}
         if result.outcome is Outcome.DELIVERED:
-            return Decision("delivered", response=response, count_attempt=False)
+            return Decision("delivered", response=response, count_attempt=False, count_poll=True)
         if result.outcome is Outcome.PERMANENT:
             return Decision(
                 "dead_lettered",
@@ -238,6 +240,7 @@ class DeliveryCore:
                 stage=result.stage,
                 response=response,
                 count_attempt=False,
+                count_poll=True,
             )
         if result.outcome is Outcome.RATE_LIMITED:
             wait = result.retry_after if result.retry_after is not None else 5.0
@@ -254,13 +257,20 @@ class DeliveryCore:
                 error=f"still not finished after {polls} status polls: {result.reason}",
                 stage="provider",
                 response=response,
+                count_attempt=False,
+                count_poll=True,
             )
         base = float(handler.settings.get("poll_interval_seconds", 2.0))
         delay = backoff_seconds(polls, base, float(handler.settings.get("poll_max_interval_seconds", 60.0)))
         if result.retry_after is not None:
             delay = max(delay, result.retry_after)
         return Decision(
-            "polling", error=result.reason or None, response=response, next_attempt_at=now + delay
+            "polling",
+            error=result.reason or None,
+            response=response,
+            next_attempt_at=now + delay,
+            count_attempt=False,
+            count_poll=True,
         )
 
     def refresh_provider_metrics(self) -> dict[str, dict[str, float]]:
@@ -311,6 +321,7 @@ class EmbeddedDispatcher:
             response=decision.response,
             next_attempt_at=decision.next_attempt_at,
             count_attempt=decision.count_attempt,
+            count_poll=decision.count_poll,
             request_id=decision.request_id,
             field_versions=decision.field_versions if decision.status in ("delivered", "polling") else None,
         )
