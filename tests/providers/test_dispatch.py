@@ -1,0 +1,182 @@
+"""Fan-out, coalescing, stale protection and 429 handling, end to end: signed webhooks in,
+the dispatcher, real simulators out."""
+
+from __future__ import annotations
+
+import requests
+
+from tests.providers.helpers import fault, provider_entry, routed_config, seed
+from tests.support import admin_get, admin_post, post_generic, sim_calls
+
+JANE = "jane@example.com"
+
+
+def event(changes: dict, occurred_at: str, lead: dict | None = None, metadata: dict | None = None) -> dict:
+    return {
+        "lead": lead or {"email": JANE},
+        "changes": changes,
+        "occurred_at": occurred_at,
+        "metadata": metadata or {},
+    }
+
+
+def deliveries(service, msg_id: str) -> dict[str, dict]:
+    found = admin_get(service.url, f"/v1/events/generic:{msg_id}").json()
+    return {d["provider"]: d for d in found["deliveries"]}
+
+
+def lsq_updates(sim_url: str) -> list[dict]:
+    return sim_calls(sim_url, "Lead.Update")
+
+
+def test_fan_out_each_provider_gets_exactly_one_successful_call(
+    tmp_path, make_service, lsq_sim, octanist_sim
+) -> None:
+    seed(lsq_sim.url, [{"EmailAddress": JANE}])
+    seed(octanist_sim.url, [{"email": JANE}])
+    fault(lsq_sim.url, "Lead.Update", 500, count=2)
+    providers = {
+        "leadsquared": provider_entry("leadsquared", lsq_sim.url),
+        "octanist": provider_entry("octanist", octanist_sim.url),
+    }
+    service = make_service(routed_config(tmp_path, providers))
+    post_generic(
+        service.url, event({"city": "London", "status": "won", "value": 5000}, "2026-11-22T10:00:00Z"), "f1"
+    )
+    service.drain()
+    assert [c["status"] for c in lsq_updates(lsq_sim.url)] == [500, 500, 200]
+    octanist_calls = sim_calls(octanist_sim.url, "/api/leads")
+    assert [c["status"] for c in octanist_calls] == [200]  # never re-sent while LeadSquared retried
+    assert octanist_calls[0]["json"] == {"email": JANE, "status": "won", "value": 5000}
+    ledger = deliveries(service, "f1")
+    assert ledger["leadsquared"]["status"] == "delivered" and ledger["leadsquared"]["attempts"] == 3
+    assert ledger["octanist"]["status"] == "delivered" and ledger["octanist"]["attempts"] == 1
+
+
+def test_replay_resends_only_to_the_provider_that_failed(
+    tmp_path, make_service, lsq_sim, octanist_sim
+) -> None:
+    seed(lsq_sim.url, [{"EmailAddress": JANE}])
+    seed(octanist_sim.url, [{"email": JANE}])
+    fault(lsq_sim.url, "Lead.Update", 400, count=1)  # permanent: dead-lettered at once
+    providers = {
+        "leadsquared": provider_entry("leadsquared", lsq_sim.url),
+        "octanist": provider_entry("octanist", octanist_sim.url),
+    }
+    service = make_service(routed_config(tmp_path, providers))
+    post_generic(service.url, event({"note": "hello"}, "2026-11-22T10:00:00Z"), "r1")
+    service.drain()
+    assert deliveries(service, "r1")["leadsquared"]["status"] == "dead_lettered"
+    assert admin_post(service.url, "/v1/events/generic:r1/replay").status_code == 202
+    service.drain()
+    ledger = deliveries(service, "r1")
+    assert ledger["leadsquared"]["status"] == "delivered" and ledger["leadsquared"]["replays"] == 1
+    assert [c["status"] for c in lsq_updates(lsq_sim.url)] == [400, 200]
+    assert len(sim_calls(octanist_sim.url, "/api/leads")) == 1
+
+
+def test_pending_commands_for_one_lead_go_out_as_one_call(tmp_path, make_service, lsq_sim) -> None:
+    seed(lsq_sim.url, [{"EmailAddress": JANE}])
+    service = make_service(
+        routed_config(tmp_path, {"leadsquared": provider_entry("leadsquared", lsq_sim.url)})
+    )
+    # Arrival order differs from event order: occurred_at decides which value wins.
+    post_generic(service.url, event({"city": "London", "first_name": "Jane"}, "2026-11-22T10:00:01Z"), "c1")
+    post_generic(service.url, event({"city": "Paris"}, "2026-11-22T10:00:03Z"), "c2")
+    post_generic(service.url, event({"city": "Berlin", "last_name": "Doe"}, "2026-11-22T10:00:02Z"), "c3")
+    service.drain()
+    [call] = lsq_updates(lsq_sim.url)
+    assert sorted(call["json"], key=lambda item: item["Attribute"]) == [
+        {"Attribute": "FirstName", "Value": "Jane"},
+        {"Attribute": "LastName", "Value": "Doe"},
+        {"Attribute": "mx_City", "Value": "Paris"},
+    ]
+    for msg in ("c1", "c2", "c3"):
+        assert deliveries(service, msg)["leadsquared"]["status"] == "delivered"
+
+
+def test_coalesced_metadata_merges_keys_and_replaces_arrays(tmp_path, make_service, pollybot_sim) -> None:
+    seed(pollybot_sim.url, [{"id": "lead_jane", "email": JANE, "metadata": {"keep": 1}}])
+    service = make_service(
+        routed_config(tmp_path, {"pollybot": provider_entry("pollybot", pollybot_sim.url)})
+    )
+    post_generic(
+        service.url,
+        event(
+            {"status": "contacted"}, "2026-11-22T10:00:01Z", metadata={"a": 1, "tags": ["x", "y"], "gone": 5}
+        ),
+        "p1",
+    )
+    post_generic(
+        service.url,
+        event(
+            {"status": "qualified"}, "2026-11-22T10:00:02Z", metadata={"b": 2, "tags": ["z"], "gone": None}
+        ),
+        "p2",
+    )
+    service.drain()
+    [call] = [c for c in sim_calls(pollybot_sim.url, "/api/v1/leads") if c["method"] == "PUT"]
+    assert call["json"] == {"status": "qualified", "metadata": {"a": 1, "b": 2, "tags": ["z"], "gone": None}}
+    lead = requests.get(
+        f"{pollybot_sim.url}/api/v1/leads/lead_jane",
+        headers={"Authorization": call["headers"]["authorization"]},
+        timeout=5,
+    ).json()["data"]
+    assert lead["metadata"] == {"keep": 1, "a": 1, "b": 2, "tags": ["z"]}
+
+
+def test_without_coalescing_each_command_is_its_own_call_in_order(tmp_path, make_service, lsq_sim) -> None:
+    seed(lsq_sim.url, [{"EmailAddress": JANE}])
+    service = make_service(
+        routed_config(
+            tmp_path,
+            {"leadsquared": provider_entry("leadsquared", lsq_sim.url)},
+            dispatcher={"coalesce": False},
+        )
+    )
+    for n, city in enumerate(("A", "B", "C")):
+        post_generic(service.url, event({"city": city}, f"2026-11-22T10:00:0{n}Z"), f"n{n}")
+    service.drain()
+    assert [c["json"] for c in lsq_updates(lsq_sim.url)] == [
+        [{"Attribute": "mx_City", "Value": city}] for city in ("A", "B", "C")
+    ]
+
+
+def test_an_older_event_never_overwrites_a_newer_field(tmp_path, make_service, lsq_sim) -> None:
+    seed(lsq_sim.url, [{"EmailAddress": JANE}])
+    service = make_service(
+        routed_config(tmp_path, {"leadsquared": provider_entry("leadsquared", lsq_sim.url)})
+    )
+    post_generic(service.url, event({"city": "Paris"}, "2026-11-22T10:00:00Z"), "s1")
+    service.drain()
+    # Older (09:30Z written with a +02:00 offset) and late: city is stale, first_name is not.
+    post_generic(service.url, event({"city": "Berlin", "first_name": "J"}, "2026-11-22T11:30:00+02:00"), "s2")
+    service.drain()
+    # Older and nothing else: no call at all, and the command still ends delivered (superseded).
+    post_generic(service.url, event({"city": "Rome"}, "2026-11-22T09:00:00Z"), "s3")
+    service.drain()
+    bodies = [c["json"] for c in lsq_updates(lsq_sim.url)]
+    assert bodies == [
+        [{"Attribute": "mx_City", "Value": "Paris"}],
+        [{"Attribute": "FirstName", "Value": "J"}],
+    ]
+    s3 = deliveries(service, "s3")["leadsquared"]
+    assert s3["status"] == "delivered" and "superseded" in s3["last_error"]
+    # A newer event for the same field goes through.
+    post_generic(service.url, event({"city": "Oslo"}, "2026-11-22T10:00:00.500Z"), "s4")
+    service.drain()
+    assert lsq_updates(lsq_sim.url)[-1]["json"] == [{"Attribute": "mx_City", "Value": "Oslo"}]
+
+
+def test_429_waits_retry_after_without_using_the_retry_budget(tmp_path, make_service, lsq_sim) -> None:
+    seed(lsq_sim.url, [{"EmailAddress": JANE}])
+    fault(lsq_sim.url, "Lead.Update", 429, count=2, headers={"Retry-After": "1"})
+    providers = {"leadsquared": provider_entry("leadsquared", lsq_sim.url)}
+    service = make_service(routed_config(tmp_path, providers, dispatcher={"max_attempts": 1}))
+    post_generic(service.url, event({"city": "Lima"}, "2026-11-22T10:00:00Z"), "t1")
+    service.drain(seconds=8)
+    calls = lsq_updates(lsq_sim.url)
+    assert [c["status"] for c in calls] == [429, 429, 200]
+    assert calls[1]["at"] - calls[0]["at"] >= 0.95 and calls[2]["at"] - calls[1]["at"] >= 0.95
+    ledger = deliveries(service, "t1")["leadsquared"]
+    assert ledger["status"] == "delivered" and ledger["attempts"] == 1
