@@ -81,7 +81,8 @@ def start_sandbox(config: Config) -> list[Any]:
         sim = factory.create()
         server = ServedApp(sim).start()
         served.append(server)
-        for key, value in {"base_url": server.url, **factory.credentials}.items():
+        urls = dict.fromkeys(factory.url_settings, server.url)
+        for key, value in {**urls, **factory.credentials}.items():
             _set_env(f"LEADRELAY__PROVIDERS__{name.upper()}__{key.upper()}", value)
         factory.seed(server.url)
         log.warning("SANDBOX MODE: provider %r is a local simulator at %s", name, server.url)

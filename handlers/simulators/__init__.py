@@ -17,6 +17,8 @@ from handlers.simulators.pollybot import create_pollybot_simulator
 class SimulatorFactory:
     create: Callable[[], Any]
     credentials: dict[str, str] = field(default_factory=dict)  # provider settings that match the simulator
+    # Provider settings that must point at the simulator's URL (LeadSquared Async: both hosts).
+    url_settings: tuple[str, ...] = ("base_url",)
     demo_leads: list[dict[str, Any]] = field(default_factory=list)
 
     def seed(self, base_url: str) -> None:
@@ -54,6 +56,7 @@ SIMULATORS: dict[str, SimulatorFactory] = {
             "secret_key": "sandbox-secret-key",
             "api_key": "sandbox-async-api-key",
         },
+        url_settings=("base_url", "lookup_base_url"),
         demo_leads=SANDBOX_LEADSQUARED_LEADS,
     ),
     "pollybot": SimulatorFactory(
