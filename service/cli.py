@@ -128,8 +128,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("leadrelay serving", extra={"bind": config["server"]["bind"], "sandbox": sandbox})
     if sandbox:
         log.warning(
-            "SANDBOX MODE: try it with `.venv/bin/leadrelay demo` (admin token %r)",
-            config["server"].get("admin_token"),
+            "SANDBOX MODE: try `.venv/bin/leadrelay demo`, then `.venv/bin/leadrelay events list`"
+            " (in sandbox mode both know the admin token)"
         )
 
     stopping = {"signal": None}

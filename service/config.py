@@ -140,12 +140,14 @@ class ConfigSchema(_Strict):
     # Owned by the Kafka mode (consumers/); validated there.
     kafka = fields.Dict(load_default=dict)
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def _check_references(self, data: dict[str, Any], **_: Any) -> None:
         providers = set(data.get("providers") or {})
         sources = set(data.get("sources") or {})
         errors: dict[str, list[str]] = {}
         for index, route in enumerate(data.get("routes") or []):
+            if not isinstance(route, dict) or "source" not in route or "providers" not in route:
+                continue
             if route["source"] not in sources and route["source"] != "*":
                 errors.setdefault(f"routes.{index}.source", []).append(
                     f"unknown source {route['source']!r} (configured: {', '.join(sorted(sources)) or 'none'})"
@@ -249,18 +251,23 @@ def validate_config(raw: Mapping[str, Any], path: str | None = None) -> Config:
     from handlers import HANDLER_KINDS
     from service.sources import SOURCE_KINDS
 
+    errors: list[str] = []
     try:
         data = ConfigSchema().load(dict(raw or {}))
     except ValidationError as exc:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_format_errors(exc.messages))) from None
+        # Keep going with what was valid so one run reports every bad key, not the first.
+        errors.extend(_format_errors(exc.messages))
+        data = {**ConfigSchema().load({}), **(exc.valid_data or {})}
+        data["sources"] = dict((raw or {}).get("sources") or {})
+        data["providers"] = dict((raw or {}).get("providers") or {})
+        data["routes"] = []
 
-    errors: list[str] = []
     for section, kinds, common in (
         ("sources", SOURCE_KINDS, COMMON_SOURCE_FIELDS),
         ("providers", HANDLER_KINDS, COMMON_PROVIDER_FIELDS),
     ):
         for name, settings in list(data[section].items()):
-            kind = (settings or {}).get("type")
+            kind = (settings or {}).get("type") if isinstance(settings, dict) else None
             if kind not in kinds:
                 errors.append(f"{section}.{name}.type: {kind!r} is not one of {', '.join(sorted(kinds))}")
                 continue

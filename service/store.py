@@ -122,13 +122,25 @@ class EmbeddedStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; nested calls join the outer one (one commit, one fsync)."""
         db = self.connection()
+        depth = getattr(self._local, "depth", 0)
+        if depth:
+            self._local.depth = depth + 1
+            try:
+                yield db
+            finally:
+                self._local.depth = depth
+            return
         db.execute("BEGIN IMMEDIATE")
+        self._local.depth = 1
         try:
             yield db
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        finally:
+            self._local.depth = 0
         db.execute("COMMIT")
 
     def check_writable(self) -> None:
@@ -185,36 +197,45 @@ class EmbeddedStore:
         commands for one lead and provider are applied in order. `per_group`: at most that
         many commands per group (1 when coalescing is off)."""
         db = self.connection()
+        # The scan reads no bodies: a large backlog waiting on backoff stays cheap to skip.
         rows = db.execute(
-            "SELECT d.command_id, d.provider, d.lead_key, d.seq, d.status, d.attempts, d.next_attempt_at,"
-            " c.received_at, c.body FROM deliveries d JOIN commands c ON c.command_id = d.command_id"
-            " WHERE d.status IN ('pending', 'in_flight', 'polling') ORDER BY d.seq"
+            "SELECT command_id, provider, lead_key, seq, status, attempts, next_attempt_at"
+            " FROM deliveries WHERE status IN ('pending', 'in_flight', 'polling') ORDER BY seq"
         ).fetchall()
-        groups: dict[tuple[str, str], DeliveryGroup] = {}
+        chosen: dict[tuple[str, str], list[sqlite3.Row]] = {}
         blocked: set[tuple[str, str]] = set(skip)
         taken = 0
         for row in rows:
             key = (row["provider"], row["lead_key"])
             if key in blocked:
                 continue
-            if row["status"] != "pending" or (key not in groups and row["next_attempt_at"] > now):
+            if row["status"] != "pending" or (key not in chosen and row["next_attempt_at"] > now):
                 blocked.add(key)
                 continue
-            if (taken >= limit or len(groups) >= max_groups) and key not in groups:
+            if (taken >= limit or len(chosen) >= max_groups) and key not in chosen:
                 continue
-            if per_group is not None and key in groups and len(groups[key].deliveries) >= per_group:
+            if per_group is not None and len(chosen.get(key, ())) >= per_group:
                 continue
-            group = groups.setdefault(key, DeliveryGroup(provider=row["provider"], lead_key=row["lead_key"]))
-            group.deliveries.append(
-                Delivery(
-                    command=LeadUpdateCommand.from_json(row["body"]),
-                    provider=row["provider"],
-                    seq=row["seq"],
-                    attempts=row["attempts"],
-                    received_at=row["received_at"],
-                )
-            )
+            chosen.setdefault(key, []).append(row)
             taken += 1
+        bodies = self._bodies({row["command_id"] for group_rows in chosen.values() for row in group_rows})
+        groups = {
+            key: DeliveryGroup(
+                provider=key[0],
+                lead_key=key[1],
+                deliveries=[
+                    Delivery(
+                        command=LeadUpdateCommand.from_json(bodies[row["command_id"]][1]),
+                        provider=row["provider"],
+                        seq=row["seq"],
+                        attempts=row["attempts"],
+                        received_at=bodies[row["command_id"]][0],
+                    )
+                    for row in group_rows
+                ],
+            )
+            for key, group_rows in chosen.items()
+        }
         if groups:
             with self.transaction() as db:
                 db.executemany(
@@ -223,6 +244,20 @@ class EmbeddedStore:
                     [(now, d.command.command_id, g.provider) for g in groups.values() for d in g.deliveries],
                 )
         return list(groups.values())
+
+    def _bodies(self, command_ids: set[str]) -> dict[str, tuple[float, str]]:
+        """command_id -> (received_at, body), in chunks SQLite's parameter limit allows."""
+        ids = list(command_ids)
+        found: dict[str, tuple[float, str]] = {}
+        db = self.connection()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in db.execute(
+                f"SELECT command_id, received_at, body FROM commands WHERE command_id IN ({marks})", chunk
+            ):
+                found[row["command_id"]] = (row["received_at"], row["body"])
+        return found
 
     def orphaned_in_flight(self) -> list[DeliveryGroup]:
         """Deliveries left in_flight by a dispatcher that died."""

@@ -14,7 +14,7 @@ from handlers.simulators.common import ServedApp
 from handlers.simulators.leadsquared import create_leadsquared_simulator
 from service.app import create_app
 from service.config import Config
-from service.dispatcher import EmbeddedDispatcher
+from service.dispatcher import DeliveryCore, EmbeddedDispatcher
 from service.runtime import Runtime, build_runtime
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, base_config, load, shared_redis_url
 
@@ -54,9 +54,11 @@ class LiveService:
         self.app = create_app(config, self.runtime)
         self.server = ServedApp(self.app).start()
         self.url = self.server.url
+        # One core for the test's lifetime, as in a dispatcher process (lookup cache, limiter).
+        self.core = DeliveryCore(config)
 
     def dispatcher(self) -> EmbeddedDispatcher:
-        return EmbeddedDispatcher(self.config, self.runtime.store)
+        return EmbeddedDispatcher(self.config, self.runtime.store, self.core)
 
     def drain(self, seconds: float = 5.0) -> None:
         """Run the dispatcher until nothing is due (or `seconds` pass)."""

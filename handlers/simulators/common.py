@@ -3,7 +3,8 @@ limit, and serving a Flask app on a loopback port in a thread (tests, demo, benc
 
 Control endpoints live under `/_sim/` so they never collide with a provider path:
 `GET /_sim/calls`, `POST /_sim/reset`, `POST /_sim/faults` (`{"path": "...", "status": 500,
-"count": 2, "body": {...}, "headers": {...}, "delay_seconds": 0}`), `POST /_sim/leads` (seed leads).
+"count": 2, "body": {...}, "headers": {...}, "delay_seconds": 0}`), `POST /_sim/latency`
+(`{"seconds": 0.05}`), `POST /_sim/leads` (seed leads).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class SimulatorState:
     faults: list[Fault] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     rejected_429: int = 0
+    latency_seconds: float = 0.0  # added to every provider call (crash and load tests)
 
     def record(self, status: int) -> None:
         body = request.get_data(as_text=True)
@@ -130,6 +132,11 @@ def add_control_routes(
             reset_extra()
         return jsonify({"ok": True})
 
+    @app.post("/_sim/latency")
+    def sim_latency() -> Response:
+        state.latency_seconds = float(request.get_json(force=True).get("seconds", 0))
+        return jsonify({"ok": True})
+
     @app.post("/_sim/faults")
     def sim_faults() -> Response:
         spec = request.get_json(force=True)
@@ -159,7 +166,7 @@ class ServedApp:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
         self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
         self.url = f"http://{host}:{self.server.server_port}"
-        # A short poll interval: `stop()` waits up to one interval (tests stop many servers).
+        # A short poll interval keeps shutdown() quick (tests start and stop many servers).
         self.thread = threading.Thread(
             target=self.server.serve_forever,
             kwargs={"poll_interval": 0.05},

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -97,6 +98,8 @@ def create_leadsquared_simulator(
     def gate() -> Any:
         if request.path.startswith("/_sim/"):
             return None
+        if state.latency_seconds:
+            time.sleep(state.latency_seconds)
         fault = serve_fault(
             state, {"Status": "Error", "ExceptionType": "SimulatedFault", "ExceptionMessage": "fault"}
         )

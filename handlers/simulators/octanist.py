@@ -130,6 +130,8 @@ def create_octanist_simulator(
     def gate() -> Any:
         if request.path.startswith("/_sim/"):
             return None
+        if state.latency_seconds:
+            time.sleep(state.latency_seconds)
         fault = serve_fault(
             state, {"success": False, "error": {"code": "INTERNAL_ERROR", "message": "Server error"}}
         )

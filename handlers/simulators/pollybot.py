@@ -147,6 +147,8 @@ def create_pollybot_simulator(
     def gate() -> Any:
         if request.path.startswith("/_sim/"):
             return None
+        if state.latency_seconds:
+            time.sleep(state.latency_seconds)
         fault = serve_fault(state, {"success": False, "error": "Internal error", "code": "INTERNAL_ERROR"})
         if fault:
             return fault

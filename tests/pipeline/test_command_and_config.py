@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from marshmallow import ValidationError
+
+from service.command import LeadIdentity, LeadUpdateCommand, make_command_id, normalise_email, normalise_phone
+from service.config import ConfigError, load_config, validate_config
+from tests.support import base_config, write_config
+
+
+def test_identity_priority_gives_the_lead_key() -> None:
+    assert LeadIdentity(id="P1", email="a@b.co", phone="+14155550100").key == "id:P1"
+    assert LeadIdentity(email="a@b.co", phone="+14155550100").key == "email:a@b.co"
+    assert LeadIdentity(phone="+14155550100").key == "phone:+14155550100"
+    with pytest.raises(ValueError):
+        LeadIdentity()
+
+
+def test_email_and_phone_normalisation() -> None:
+    assert normalise_email("  Jane.Doe@Example.COM ") == "jane.doe@example.com"
+    assert normalise_phone("(415) 555-0100") == "+14155550100"
+    assert normalise_phone("+44 20 7946 0958") == "+442079460958"
+    assert normalise_phone("020 7946 0958", "GB") == "+442079460958"
+
+
+def test_command_id_is_deterministic() -> None:
+    assert make_command_id("typeform", "evt1") == "typeform:evt1"
+    assert make_command_id("x", None, b"{}") == make_command_id("x", None, b"{}")
+    assert make_command_id("x", None, b"{}") != make_command_id("x", None, b"{ }")
+
+
+def test_command_round_trips_through_the_wire_format() -> None:
+    command = LeadUpdateCommand(
+        command_id="generic:1",
+        source="generic",
+        event_type="form.submitted",
+        occurred_at=datetime(2026, 11, 22, 10, tzinfo=UTC),
+        lead=LeadIdentity(email="jane@example.com"),
+        changes={"first_name": "Jane", "value": 5000, "note": None},
+        metadata={"utm_source": "google"},
+        providers=("leadsquared",),
+    )
+    data = command.to_dict()
+    assert data["schema"] == "lead-update/v1"
+    assert data["post_updated_lead"] is True
+    assert LeadUpdateCommand.from_dict(data) == command
+
+
+def test_wire_format_rejects_unknown_fields_and_bad_values() -> None:
+    data = {
+        "schema": "lead-update/v1",
+        "command_id": "c",
+        "source": "s",
+        "event_type": "e",
+        "occurred_at": "2026-11-22T10:00:00Z",
+        "lead": {"email": "jane@example.com"},
+        "changes": {"favourite_colour": "red", "value": "lots"},
+    }
+    with pytest.raises(ValidationError) as error:
+        LeadUpdateCommand.from_dict(data)
+    assert "changes" in error.value.messages
+
+
+def test_config_errors_name_the_bad_key(tmp_path) -> None:
+    raw = base_config(tmp_path)
+    raw["providers"]["leadsquared"]["acess_key"] = "typo"
+    raw["dispatcher"]["concurrency"] = 0
+    raw["routes"].append({"source": "generic", "providers": ["nowhere"]})
+    with pytest.raises(ConfigError) as error:
+        validate_config(raw)
+    text = str(error.value)
+    assert "providers.leadsquared.acess_key" in text
+    assert "dispatcher.concurrency" in text
+    assert "unknown provider 'nowhere'" in text
+
+
+def test_env_overrides_bring_secrets_and_urls(tmp_path) -> None:
+    path = write_config(tmp_path, base_config(tmp_path))
+    config = load_config(
+        path,
+        environ={
+            "LEADRELAY__PROVIDERS__LEADSQUARED__SECRET_KEY": "12345",
+            "LEADRELAY__PROVIDERS__LEADSQUARED__BASE_URL": "https://api-us11.leadsquared.com",
+            "LEADRELAY__SOURCES__GENERIC__SECRETS": "whsec_YWJjZGVmZ2hpams=,whsec_bG1ub3BxcnN0dQ==",
+            "LEADRELAY__DISPATCHER__CONCURRENCY": "3",
+        },
+    )
+    assert config.providers["leadsquared"]["secret_key"] == "12345"  # stays a string
+    assert config.providers["leadsquared"]["base_url"] == "https://api-us11.leadsquared.com"
+    assert config.sources["generic"]["secrets"] == ["whsec_YWJjZGVmZ2hpams=", "whsec_bG1ub3BxcnN0dQ=="]
+    assert config["dispatcher"]["concurrency"] == 3
+
+
+def test_the_bundled_config_is_valid() -> None:
+    config = load_config(environ={})
+    assert config.route("generic", "form.submitted") == ["leadsquared"]
