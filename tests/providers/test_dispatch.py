@@ -6,7 +6,7 @@ from __future__ import annotations
 import requests
 
 from tests.providers.helpers import fault, provider_entry, routed_config, seed
-from tests.support import admin_get, admin_post, post_generic, sim_calls
+from tests.support import admin_get, admin_post, post_generic, sim_calls, wait_until
 
 JANE = "jane@example.com"
 
@@ -180,3 +180,42 @@ def test_429_waits_retry_after_without_using_the_retry_budget(tmp_path, make_ser
     assert calls[1]["at"] - calls[0]["at"] >= 0.95 and calls[2]["at"] - calls[1]["at"] >= 0.95
     ledger = deliveries(service, "t1")["leadsquared"]
     assert ledger["status"] == "delivered" and ledger["attempts"] == 1
+
+
+def test_commands_arriving_behind_the_limiter_join_the_waiting_call(tmp_path, make_service, lsq_sim) -> None:
+    ids = seed(lsq_sim.url, [{"EmailAddress": "a@example.com"}, {"EmailAddress": "b@example.com"}])
+    providers = {
+        "leadsquared": provider_entry("leadsquared", lsq_sim.url, rate_limit={"calls": 1, "per_seconds": 2})
+    }
+    service = make_service(routed_config(tmp_path, providers))
+    dispatcher = service.dispatcher()
+    try:
+        post_generic(service.url, event({"city": "A1"}, "2026-11-22T10:00:00Z", lead={"id": ids[0]}), "a1")
+        dispatcher.tick()
+        wait_until(lambda: deliveries(service, "a1")["leadsquared"]["status"] == "delivered", timeout=5)
+        post_generic(service.url, event({"city": "B1"}, "2026-11-22T10:00:01Z", lead={"id": ids[1]}), "b1")
+        dispatcher.tick()  # b's group meets the limiter (a took the only slot) and is rescheduled
+        wait_until(lambda: not dispatcher._busy, timeout=5)
+        assert deliveries(service, "b1")["leadsquared"]["status"] == "pending"
+        assert len(lsq_updates(lsq_sim.url)) == 1
+        post_generic(
+            service.url, event({"first_name": "Bea"}, "2026-11-22T10:00:02Z", lead={"id": ids[1]}), "b2"
+        )
+        post_generic(service.url, event({"city": "B3"}, "2026-11-22T10:00:03Z", lead={"id": ids[1]}), "b3")
+        wait_until(
+            lambda: (
+                dispatcher.tick() is not None
+                and deliveries(service, "b3")["leadsquared"]["status"] == "delivered"
+            ),
+            timeout=5,
+        )
+    finally:
+        dispatcher.pool.shutdown(wait=True)
+    calls = lsq_updates(lsq_sim.url)
+    assert len(calls) == 2 and calls[1]["at"] - calls[0]["at"] >= 2
+    assert calls[1]["query"]["leadId"] == ids[1]
+    assert sorted(calls[1]["json"], key=lambda item: item["Attribute"]) == [
+        {"Attribute": "FirstName", "Value": "Bea"},
+        {"Attribute": "mx_City", "Value": "B3"},
+    ]
+    assert all(deliveries(service, m)["leadsquared"]["status"] == "delivered" for m in ("b1", "b2", "b3"))
