@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import requests
 from marshmallow import fields, validate
@@ -163,8 +164,8 @@ class PollyBotHandler(ProviderHandler):
         return body
 
     def update_url(self, lead_id: str) -> str:
-        path = self.update_path.replace("{leadId}", requests.utils.quote(lead_id, safe="")).replace(
-            "{chatbotId}", requests.utils.quote(str(self.settings.get("chatbot_id") or ""), safe="")
+        path = self.update_path.replace("{leadId}", quote(lead_id, safe="")).replace(
+            "{chatbotId}", quote(str(self.settings.get("chatbot_id") or ""), safe="")
         )
         return self.base_url + path
 

@@ -208,3 +208,27 @@ def test_permanent_errors_reach_the_event_log_with_details(
     won = admin_get(service.url, "/v1/events/generic:won").json()["deliveries"][0]
     assert won["status"] == "delivered"
     assert lead_state(pollybot_sim.url, "lead_mary")["status"] == "converted"
+
+
+def test_chatbot_scoped_path_template(tmp_path, pollybot_sim, leads) -> None:
+    template = "/api/v1/chatbots/{chatbotId}/leads/{leadId}"
+    unready = build_handler(
+        tmp_path, "pollybot", provider_entry("pollybot", pollybot_sim.url, update_path=template)
+    )
+    assert "chatbot_id is not configured" in unready.configuration_problem()
+    handler = build_handler(
+        tmp_path,
+        "pollybot",
+        provider_entry("pollybot", pollybot_sim.url, update_path=template, chatbot_id="bot 1"),
+    )
+    assert handler.configuration_problem() is None
+    assert handler.deliver(update(lead_id="lead_jane", status="lost")).ok
+    [call] = sim_calls(pollybot_sim.url, "/leads/")
+    assert call["method"] == "PUT" and call["path"] == "/api/v1/chatbots/bot 1/leads/lead_jane"
+
+
+def test_bad_status_map_target_makes_deliveries_wait(tmp_path, pollybot_sim) -> None:
+    handler = build_handler(
+        tmp_path, "pollybot", provider_entry("pollybot", pollybot_sim.url, status_map={"unqualified": "junk"})
+    )
+    assert "not PollyBot statuses" in handler.configuration_problem()
