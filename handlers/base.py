@@ -69,10 +69,19 @@ class PermanentError(Exception):
 
 
 class TransientError(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, rate_limited: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.rate_limited = rate_limited  # a 429: reschedule without using the retry budget
+
+    def result(self, stage: str = "lookup") -> DeliveryResult:
+        return DeliveryResult(
+            Outcome.RATE_LIMITED if self.rate_limited else Outcome.TRANSIENT,
+            reason=self.reason,
+            retry_after=self.retry_after,
+            stage=stage,
+        )
 
 
 def fingerprint(secret: str | None) -> str:
@@ -178,6 +187,13 @@ class ProviderHandler:
 
     def configuration_problem(self) -> str | None:
         """A reason this provider cannot deliver (missing credentials); None when ready."""
+        return None
+
+    def prepare(self, update: ProviderUpdate) -> DeliveryResult | None:
+        """Calls that must come before the update (a lead id lookup), so that each one is
+        paid for with a rate-limit slot of its own. None: nothing to prepare, `deliver` makes
+        the call. Otherwise the outcome of the one lookup made: DELIVERED means "prepared"
+        (the update goes next, with its own slot); anything else is that lookup's failure."""
         return None
 
     def deliver(self, update: ProviderUpdate) -> DeliveryResult:

@@ -170,19 +170,41 @@ class LeadSquaredHandler(ProviderHandler):
         if result.outcome is Outcome.DELIVERED:
             return response_body(response)
         if result.outcome in (Outcome.TRANSIENT, Outcome.RATE_LIMITED):
-            raise TransientError(result.reason, result.retry_after)
+            raise TransientError(
+                result.reason, result.retry_after, rate_limited=result.outcome is Outcome.RATE_LIMITED
+            )
         raise PermanentError(result.reason, stage="config" if result.status_code == 401 else "lookup")
+
+    @staticmethod
+    def lookups(update: ProviderUpdate) -> list[tuple[str, str, dict[str, str]]]:
+        """(cache key, path, query) for each way to find the lead, in priority order."""
+        lead = update.lead
+        found = []
+        if lead.email:
+            found.append((f"email:{lead.email}", BY_EMAIL_PATH, {"emailaddress": lead.email}))
+        if lead.phone:
+            digits = "".join(ch for ch in lead.phone if ch.isdigit())
+            found.append((f"phone:{digits}", BY_PHONE_PATH, {"phone": digits}))
+        return found
+
+    def prepare(self, update: ProviderUpdate) -> DeliveryResult | None:
+        """Look the lead id up in a step of its own, so the lookup takes its own rate-limit
+        slot (LeadSquared counts it against the same 25 per 5 s as the update)."""
+        if update.lead.id or any(self.lead_ids.get(key) for key, _, _ in self.lookups(update)):
+            return None
+        try:
+            lead_id = self.resolve_lead_id(update)
+        except PermanentError as exc:
+            return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage)
+        except TransientError as exc:
+            return exc.result()
+        return DeliveryResult(Outcome.DELIVERED, reason="lead id resolved", details={"lead_id": lead_id})
 
     def resolve_lead_id(self, update: ProviderUpdate) -> str:
         lead = update.lead
         if lead.id:
             return lead.id
-        lookups = []
-        if lead.email:
-            lookups.append((f"email:{lead.email}", BY_EMAIL_PATH, {"emailaddress": lead.email}))
-        if lead.phone:
-            digits = "".join(ch for ch in lead.phone if ch.isdigit())
-            lookups.append((f"phone:{digits}", BY_PHONE_PATH, {"phone": digits}))
+        lookups = self.lookups(update)
         for cache_key, path, params in lookups:
             cached = self.lead_ids.get(cache_key)
             if cached:
@@ -222,9 +244,7 @@ class LeadSquaredHandler(ProviderHandler):
         except PermanentError as exc:
             return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage)
         except TransientError as exc:
-            return DeliveryResult(
-                Outcome.TRANSIENT, reason=exc.reason, retry_after=exc.retry_after, stage="lookup"
-            )
+            return exc.result()
         if not body:
             return DeliveryResult(Outcome.DELIVERED, reason="no mapped field to update; nothing sent")
         try:

@@ -108,9 +108,7 @@ class LeadSquaredAsyncHandler(LeadSquaredHandler):
         except PermanentError as exc:
             return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage)
         except TransientError as exc:
-            return DeliveryResult(
-                Outcome.TRANSIENT, reason=exc.reason, retry_after=exc.retry_after, stage="lookup"
-            )
+            return exc.result()
         if not body:
             return DeliveryResult(Outcome.DELIVERED, reason="no mapped field to update; nothing sent")
         try:

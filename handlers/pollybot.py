@@ -171,6 +171,20 @@ class PollyBotHandler(ProviderHandler):
 
     # ---- lead id ------------------------------------------------------------------------
 
+    def prepare(self, update: ProviderUpdate) -> DeliveryResult | None:
+        """Search for the lead id in a step of its own (searches count against the same
+        1,000 per hour as updates)."""
+        lead = update.lead
+        if lead.id or not lead.email or self.lead_ids.get(lead.email.strip().lower()):
+            return None
+        try:
+            lead_id = self.resolve_lead_id(update)
+        except PermanentError as exc:
+            return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage, details=exc.details)
+        except TransientError as exc:
+            return exc.result()
+        return DeliveryResult(Outcome.DELIVERED, reason="lead id resolved", details={"lead_id": lead_id})
+
     def resolve_lead_id(self, update: ProviderUpdate) -> str:
         lead = update.lead
         if lead.id:
@@ -224,7 +238,9 @@ class PollyBotHandler(ProviderHandler):
             raise TransientError(classify_exception(exc, what).reason) from None
         result = self.classify(response, what)
         if result.outcome in (Outcome.TRANSIENT, Outcome.RATE_LIMITED):
-            raise TransientError(result.reason, result.retry_after)
+            raise TransientError(
+                result.reason, result.retry_after, rate_limited=result.outcome is Outcome.RATE_LIMITED
+            )
         if result.outcome is not Outcome.DELIVERED:
             raise PermanentError(result.reason, stage=result.stage if result.stage == "config" else "lookup")
         body = result.response if isinstance(result.response, dict) else {}
@@ -275,9 +291,7 @@ class PollyBotHandler(ProviderHandler):
         except PermanentError as exc:
             return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage, details=exc.details)
         except TransientError as exc:
-            return DeliveryResult(
-                Outcome.TRANSIENT, reason=exc.reason, retry_after=exc.retry_after, stage="lookup"
-            )
+            return exc.result()
         try:
             response = self.session.put(
                 self.update_url(lead_id), json=body, headers=self._headers(), timeout=self.timeout

@@ -5,8 +5,18 @@ from __future__ import annotations
 
 import requests
 
+from handlers.simulators.common import ServedApp
+from handlers.simulators.leadsquared import create_leadsquared_simulator
 from tests.providers.helpers import fault, provider_entry, routed_config, seed
-from tests.support import admin_get, admin_post, post_generic, sim_calls, wait_until
+from tests.support import (
+    LSQ_ACCESS_KEY,
+    LSQ_SECRET_KEY,
+    admin_get,
+    admin_post,
+    post_generic,
+    sim_calls,
+    wait_until,
+)
 
 JANE = "jane@example.com"
 
@@ -219,3 +229,26 @@ def test_commands_arriving_behind_the_limiter_join_the_waiting_call(tmp_path, ma
         {"Attribute": "mx_City", "Value": "B3"},
     ]
     assert all(deliveries(service, m)["leadsquared"]["status"] == "delivered" for m in ("b1", "b2", "b3"))
+
+
+def test_lead_lookups_take_rate_limit_slots_of_their_own(tmp_path, make_service) -> None:
+    sim = ServedApp(create_leadsquared_simulator(LSQ_ACCESS_KEY, LSQ_SECRET_KEY, rate_limit=(4, 1.0))).start()
+    try:
+        emails = [f"lead{n}@example.com" for n in range(6)]
+        seed(sim.url, [{"EmailAddress": email} for email in emails])
+        providers = {
+            "leadsquared": provider_entry("leadsquared", sim.url, rate_limit={"calls": 4, "per_seconds": 1})
+        }
+        service = make_service(routed_config(tmp_path, providers))
+        for n, email in enumerate(emails):
+            post_generic(
+                service.url, event({"city": f"C{n}"}, "2026-11-22T10:00:00Z", lead={"email": email}), f"l{n}"
+            )
+        service.drain(seconds=10)
+        calls = sim_calls(sim.url)
+        assert [c for c in calls if c["status"] == 429] == []
+        assert len([c for c in calls if "GetByEmailaddress" in c["path"]]) == 6
+        assert len([c for c in calls if "Lead.Update" in c["path"]]) == 6
+        assert all(deliveries(service, f"l{n}")["leadsquared"]["status"] == "delivered" for n in range(6))
+    finally:
+        sim.stop()
