@@ -2,12 +2,13 @@
 enforces 25 calls per 5 s (answering 429 beyond that), with and without coalescing.
 
     .venv/bin/python bench/ratelimit.py [--commands 1000] [--leads 200] [--per-seconds 5]
-                                         [--arrival-rate 0] [--skip-baseline]
+                                         [--arrival-rate 0] [--by-email] [--skip-baseline]
 
 Commands go through the real ingest path (routing, dedup, the durable SQLite queue) and the
 real embedded dispatcher (shared limiter, coalescing, ledger); the provider is the simulator
 over loopback HTTP. `--arrival-rate N` feeds N commands/s while the dispatcher runs instead
-of queueing them all first. Printed per run: 429s (goal 0), calls made (goal <= leads with
+of queueing them all first; `--by-email` names leads by email, so each lead's id is looked
+up first (a call of its own, through the same limiter). Printed per run: 429s (goal 0), calls made (goal <= leads with
 coalescing), the fraction of the rate budget used while backlogged (goal >= 95 %), wall
 time, and whether every lead ended with its latest value.
 """
@@ -46,6 +47,7 @@ CALLS = 25
 class RunResult:
     label: str
     calls: int
+    lookups: int
     rejected_429: int
     budget_used: float
     steady_rate_used: float
@@ -82,7 +84,7 @@ def config(storage: Path, sim_url: str, coalesce: bool, per_seconds: float) -> A
     )
 
 
-def commands(lead_ids: list[str], count: int) -> list[LeadUpdateCommand]:
+def commands(leads: list[LeadIdentity], count: int) -> list[LeadUpdateCommand]:
     """Command n updates lead n % leads: five interleaved rounds of changes for every lead."""
     start = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
     return [
@@ -91,8 +93,8 @@ def commands(lead_ids: list[str], count: int) -> list[LeadUpdateCommand]:
             source="bench",
             event_type="lead.updated",
             occurred_at=start + timedelta(milliseconds=n),
-            lead=LeadIdentity(id=lead_ids[n % len(lead_ids)]),
-            changes={"city": f"city-{n}", **({"first_name": f"round-{n // len(lead_ids)}"} if n % 2 else {})},
+            lead=leads[n % len(leads)],
+            changes={"city": f"city-{n}", **({"first_name": f"round-{n // len(leads)}"} if n % 2 else {})},
         )
         for n in range(count)
     ]
@@ -116,11 +118,19 @@ def run(label: str, coalesce: bool, args: argparse.Namespace) -> RunResult:
     workdir = Path(tempfile.mkdtemp(prefix="leadrelay-bench-"))
     try:
         lead_ids = requests.post(
-            f"{sim.url}/_sim/leads", json=[{"FirstName": f"lead-{i}"} for i in range(args.leads)], timeout=10
+            f"{sim.url}/_sim/leads",
+            json=[
+                {"FirstName": f"lead-{i}", "EmailAddress": f"lead{i}@example.com"} for i in range(args.leads)
+            ],
+            timeout=10,
         ).json()["ids"]
+        identities = [
+            LeadIdentity(email=f"lead{i}@example.com") if args.by_email else LeadIdentity(id=lead_id)
+            for i, lead_id in enumerate(lead_ids)
+        ]
         cfg = config(workdir / "bench.db", sim.url, coalesce, args.per_seconds)
         runtime = build_runtime(cfg)
-        queued = commands(lead_ids, args.commands)
+        queued = commands(identities, args.commands)
         expected = {lead_ids[n % args.leads]: f"city-{n}" for n in range(args.commands)}
 
         def feed() -> None:
@@ -148,7 +158,8 @@ def run(label: str, coalesce: bool, args: argparse.Namespace) -> RunResult:
         worker.join(timeout=30)
         log = requests.get(f"{sim.url}/_sim/calls", timeout=30).json()
         updates = [c for c in log["calls"] if c["path"].endswith("Lead.Update")]
-        used, steady, span = budget_used([c["at"] for c in updates], args.per_seconds)
+        lookups = [c for c in log["calls"] if c["path"].endswith("Leads.GetByEmailaddress")]
+        used, steady, span = budget_used([c["at"] for c in updates + lookups], args.per_seconds)
         final = {
             lead["ProspectID"]: lead.get("mx_City")
             for lead in sim.server.app.extensions["sim_store"].find(lambda _: True)
@@ -157,6 +168,7 @@ def run(label: str, coalesce: bool, args: argparse.Namespace) -> RunResult:
         return RunResult(
             label=label,
             calls=len(updates),
+            lookups=len(lookups),
             rejected_429=log["rejected_429"],
             budget_used=used,
             steady_rate_used=steady,
@@ -174,10 +186,12 @@ def run(label: str, coalesce: bool, args: argparse.Namespace) -> RunResult:
 def report(result: RunResult) -> None:
     print(f"\n== {result.label}")
     print(f"  429 responses                : {result.rejected_429}")
-    print(f"  provider calls made          : {result.calls}")
+    print(f"  provider update calls made   : {result.calls}")
+    if result.lookups:
+        print(f"  lead id lookups made         : {result.lookups}")
     print(
         f"  rate budget used (backlogged): {result.budget_used:.1%}"
-        f" ({result.calls} calls in {result.backlogged_seconds:.1f} s at {CALLS} per window)"
+        f" ({result.calls + result.lookups} calls in {result.backlogged_seconds:.1f} s at {CALLS} per window)"
     )
     print(f"  steady rate / limit rate     : {result.steady_rate_used:.1%} (after the first window's burst)")
     print(f"  wall time                    : {result.wall_seconds:.1f} s")
@@ -191,6 +205,7 @@ def main() -> int:
     parser.add_argument("--leads", type=int, default=200)
     parser.add_argument("--per-seconds", type=float, default=5.0, help="the window of the 25-call limit")
     parser.add_argument("--arrival-rate", type=float, default=0.0, help="commands/s fed while dispatching")
+    parser.add_argument("--by-email", action="store_true", help="leads named by email: ids are looked up")
     parser.add_argument("--skip-baseline", action="store_true", help="only the coalescing run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)

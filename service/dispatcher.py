@@ -112,6 +112,9 @@ class DeliveryCore:
         self.settings = config["dispatcher"]
         self.handlers = handlers if handlers is not None else build_handlers(config.providers)
         self.limiter = limiter or InProcessRateLimiter()
+        # Whether the driver stores a poll count apart from attempts (`Delivery.polls`,
+        # `Decision.count_poll`; the embedded ledger does). If not, polls count as attempts.
+        self.counts_polls = False
 
     def rate_limit(self, handler: ProviderHandler) -> tuple[int, float] | None:
         configured = handler.settings.get("rate_limit")
@@ -237,19 +240,22 @@ class DeliveryCore:
                 "pending", error="cannot poll: provider gone or no request id; resending", stage="config"
             )
         result = handler.poll(request_id)
-        # Polls are counted apart from delivery attempts: the update call was one attempt.
-        polls = max(d.polls for d in group.deliveries) + 1
+        if self.counts_polls:  # polls apart from delivery attempts: the update was one attempt
+            polls = max(d.polls for d in group.deliveries) + 1
+            ended = still = {"count_attempt": False, "count_poll": True}
+        else:
+            polls = max(d.attempts for d in group.deliveries) + 1
+            ended, still = {"count_attempt": False}, {"count_attempt": True}
         response = {"status_code": result.status_code, "body": result.response, "request_id": request_id}
         if result.outcome is Outcome.DELIVERED:
-            return Decision("delivered", response=response, count_attempt=False, count_poll=True)
+            return Decision("delivered", response=response, **ended)
         if result.outcome is Outcome.PERMANENT:
             return Decision(
                 "dead_lettered",
                 error=result.reason,
                 stage=result.stage,
                 response=response,
-                count_attempt=False,
-                count_poll=True,
+                **ended,
             )
         if result.outcome is Outcome.RATE_LIMITED:
             wait = result.retry_after if result.retry_after is not None else 5.0
@@ -266,8 +272,7 @@ class DeliveryCore:
                 error=f"still not finished after {polls} status polls: {result.reason}",
                 stage="provider",
                 response=response,
-                count_attempt=False,
-                count_poll=True,
+                **still,
             )
         base = float(handler.settings.get("poll_interval_seconds", 2.0))
         delay = backoff_seconds(polls, base, float(handler.settings.get("poll_max_interval_seconds", 60.0)))
@@ -278,8 +283,7 @@ class DeliveryCore:
             error=result.reason or None,
             response=response,
             next_attempt_at=now + delay,
-            count_attempt=False,
-            count_poll=True,
+            **still,
         )
 
     def refresh_provider_metrics(self) -> dict[str, dict[str, float]]:
@@ -309,6 +313,7 @@ class EmbeddedDispatcher:
         self.config = config
         self.store = store
         self.core = core or DeliveryCore(config)
+        self.core.counts_polls = True  # the SQLite ledger keeps `polls`
         self.settings = config["dispatcher"]
         self.concurrency = int(self.settings["concurrency"])
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deliver")
