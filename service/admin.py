@@ -12,6 +12,7 @@ from service.webhooks import error_response
 
 admin = Blueprint("admin", __name__, url_prefix="/v1")
 
+SQLITE_MAX_INT = 2**63 - 1
 EVENT_STATUSES = ("pending", "in_flight", "polling", "delivered", "dead_lettered")
 
 
@@ -40,7 +41,8 @@ def list_events() -> Any:
         )
     try:
         limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
-        after = max(int(request.args.get("after", 0)), 0)
+        # Clamped to SQLite's INTEGER range: a larger cursor is simply "after everything".
+        after = min(max(int(request.args.get("after", 0)), 0), SQLITE_MAX_INT)
     except ValueError:
         return error_response(400, "VALIDATION_ERROR", "bad query", {"limit": ["must be an integer"]})
     events = _runtime().store.list_events(

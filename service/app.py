@@ -13,6 +13,7 @@ from service.admin import admin
 from service.config import Config, load_config
 from service.health import health
 from service.logs import configure_logging, request_id_var
+from service.openapi import openapi
 from service.runtime import Runtime, build_runtime
 from service.webhooks import error_response, webhooks
 
@@ -41,6 +42,7 @@ def create_app(config: Config | None = None, runtime: Runtime | None = None) -> 
     app.register_blueprint(health)
     app.register_blueprint(webhooks)
     app.register_blueprint(admin)
+    app.register_blueprint(openapi)
 
     @app.before_request
     def assign_request_id() -> None:

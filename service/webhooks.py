@@ -64,7 +64,11 @@ def receive(source: str, token: str | None = None) -> Any:
     except AdapterError as exc:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome=exc.code.lower()).inc()
         log.info("webhook rejected: %s", exc.message, extra={"source": source, "status": exc.status})
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        response, status = error_response(exc.status, exc.code, exc.message, exc.details)
+        if status == 503:
+            # A look-up the adapter needs failed; nothing was acknowledged, the sender retries.
+            response.headers["Retry-After"] = "30"
+        return response, status
     for event_type in normalised.ignored:
         metrics.EVENTS_IGNORED.labels(source=source, event_type=event_type).inc()
     if normalised.skipped_mappings:

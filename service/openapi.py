@@ -1,0 +1,387 @@
+"""The OpenAPI document for every route: the inbound webhooks, the admin API, health,
+metrics and this document itself, served at `GET /openapi.json`.
+
+Built from the running configuration, so the `source` parameter lists exactly the senders
+this deployment accepts. tests/senders/openapi keeps it in step with Flask's url_map and
+runs schemathesis against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify
+
+from service.admin import EVENT_STATUSES
+
+openapi = Blueprint("openapi", __name__)
+
+OPENAPI_VERSION = "3.0.3"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+NULLABLE_STRING = {"type": "string", "nullable": True}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "code"],
+        "properties": {
+            "error": {"type": "string"},
+            "code": {
+                "type": "string",
+                "description": "machine-readable, e.g. UNAUTHORIZED, VALIDATION_ERROR",
+            },
+            "details": {
+                "type": "object",
+                "description": "field -> messages, for a payload that fails the sender's schema",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    },
+    "WebhookResult": {
+        "type": "object",
+        "required": ["status"],
+        "description": "`accepted` (202): durably queued. `duplicate` (200): seen before, nothing queued. "
+        "`ignored` (200): an event type this sender's adapter does not handle, acknowledged and counted.",
+        "properties": {
+            "status": {"type": "string", "enum": ["accepted", "duplicate", "ignored"]},
+            "command_id": {"type": "string"},
+            "command_ids": {"type": "array", "items": {"type": "string"}},
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["command_id", "status"],
+                    "properties": {
+                        "command_id": {"type": "string"},
+                        "status": {"type": "string", "enum": ["accepted", "duplicate", "in_progress"]},
+                    },
+                },
+            },
+            "ignored": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Command": {
+        "type": "object",
+        "description": "A lead-update command, wire format lead-update/v1 (secrets redacted).",
+        "required": ["schema", "command_id", "source", "event_type", "occurred_at", "lead"],
+        "properties": {
+            "schema": {"type": "string"},
+            "command_id": {"type": "string"},
+            "source": {"type": "string"},
+            "event_type": {"type": "string"},
+            "occurred_at": {"type": "string"},
+            "lead": {
+                "type": "object",
+                "properties": {"id": NULLABLE_STRING, "email": NULLABLE_STRING, "phone": NULLABLE_STRING},
+            },
+            "changes": {"type": "object", "additionalProperties": True},
+            "metadata": {"type": "object", "additionalProperties": True},
+            "providers": {"type": "array", "items": {"type": "string"}},
+            "post_updated_lead": {"type": "boolean"},
+        },
+    },
+    "Delivery": {
+        "type": "object",
+        "required": ["provider", "status", "attempts"],
+        "properties": {
+            "provider": {"type": "string"},
+            "status": {"type": "string"},
+            "attempts": {"type": "integer"},
+            "next_attempt_at": NULLABLE_STRING,
+            "last_error": NULLABLE_STRING,
+            "error_stage": NULLABLE_STRING,
+            "response": {"nullable": True},
+            "request_id": NULLABLE_STRING,
+            "replays": {"type": "integer"},
+            "updated_at": NULLABLE_STRING,
+            "delivered_at": NULLABLE_STRING,
+        },
+    },
+    "Event": {
+        "type": "object",
+        "required": ["command_id", "status", "source", "event_type", "command", "deliveries"],
+        "properties": {
+            "command_id": {"type": "string"},
+            "status": {"type": "string"},
+            "lead_key": {"type": "string"},
+            "source": {"type": "string"},
+            "event_type": {"type": "string"},
+            "occurred_at": {"type": "string"},
+            "received_at": NULLABLE_STRING,
+            "duplicates_received": {"type": "integer"},
+            "command": _ref("Command"),
+            "deliveries": {"type": "array", "items": _ref("Delivery")},
+        },
+    },
+    "EventSummary": {
+        "type": "object",
+        "required": ["command_id"],
+        "additionalProperties": True,
+        "properties": {"seq": {"type": "integer"}, "command_id": {"type": "string"}},
+    },
+}
+
+
+def _webhook_post(sources: list[str], with_token: bool) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": "source",
+            "in": "path",
+            "required": True,
+            "description": "a configured source name (its `type` picks the adapter)",
+            "schema": {"type": "string", "enum": sources} if sources else {"type": "string"},
+        }
+    ]
+    if with_token:
+        parameters.append(
+            {
+                "name": "token",
+                "in": "path",
+                "required": True,
+                "description": "the secret URL token, for senders that sign nothing (Unbounce)",
+                "schema": {"type": "string", "minLength": 1},
+            }
+        )
+    return {
+        "summary": "Receive a sender's webhook" + (" (secret token in the URL)" if with_token else ""),
+        "description": "Each source verifies the request its own way (see docs/senders/): HubSpot "
+        "`X-HubSpot-Signature-v3`, Typeform `Typeform-Signature`, Meta `X-Hub-Signature-256`, Pipedrive "
+        "HTTP basic auth, Calendly `Calendly-Webhook-Signature`, Webflow `x-webflow-signature`, Unbounce "
+        "the URL token, Google Ads the `google_key` in the body, generic Standard Webhooks headers.",
+        "operationId": "receiveWebhookWithToken" if with_token else "receiveWebhook",
+        "tags": ["webhooks"],
+        "parameters": parameters,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"description": "the sender's own payload"}},
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "description": "Unbounce: page fields plus data.json",
+                        "properties": {"data.json": {"type": "string"}, "page_id": {"type": "string"}},
+                    }
+                },
+            },
+        },
+        "responses": {
+            "200": _json(
+                _ref("WebhookResult"), "duplicate (already accepted) or ignored (unsupported event type)"
+            ),
+            "202": _json(_ref("WebhookResult"), "accepted: every command is durably queued"),
+            "400": _error("the payload fails the sender's schema (details per field)"),
+            "401": _error("signature, timestamp or credentials missing or wrong; nothing queued"),
+            "404": _error("no such source"),
+            "413": _error("the body is larger than server.max_body_bytes"),
+            "415": _error("not the media type this sender posts"),
+            "503": _error(
+                "cannot take the event now (queue, or a CRM/Graph look-up failed); retry: see Retry-After"
+            ),
+        },
+    }
+
+
+def _handshake(sources: list[str]) -> dict[str, Any]:
+    query = [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+        for name in ("hub.mode", "hub.verify_token", "hub.challenge")
+    ]
+    return {
+        "summary": "Verification handshake (Meta: echo hub.challenge when hub.verify_token matches)",
+        "operationId": "webhookHandshake",
+        "tags": ["webhooks"],
+        "parameters": [
+            {
+                "name": "source",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "enum": sources} if sources else {"type": "string"},
+            },
+            *query,
+        ],
+        "responses": {
+            "200": _text("the hub.challenge value"),
+            "403": _text("wrong verify token or mode"),
+            "404": _error("no such source"),
+            "405": _error("this source accepts POST only"),
+        },
+    }
+
+
+ADMIN_ERRORS = {
+    "401": _error("a valid admin bearer token is required"),
+    "403": _error("the admin API is off (server.admin_token is not set)"),
+}
+COMMAND_ID = {
+    "name": "command_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
+
+
+def _admin_paths() -> dict[str, Any]:
+    return {
+        "/v1/events": {
+            "get": {
+                "summary": "List events (commands) with their delivery status",
+                "operationId": "listEvents",
+                "tags": ["admin"],
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(EVENT_STATUSES)},
+                    },
+                    {"name": "provider", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["events", "next_after"],
+                            "properties": {
+                                "events": {"type": "array", "items": _ref("EventSummary")},
+                                "next_after": {"type": "integer"},
+                            },
+                        },
+                        "a page of events; pass next_after as `after` for the next page",
+                    ),
+                    "400": _error("bad query"),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/v1/events/{command_id}": {
+            "get": {
+                "summary": "One event: the command and every delivery",
+                "operationId": "getEvent",
+                "tags": ["admin"],
+                "security": [{"adminToken": []}],
+                "parameters": [COMMAND_ID],
+                "responses": {
+                    "200": _json(_ref("Event"), "the event"),
+                    "404": _error("no such event"),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/v1/events/{command_id}/replay": {
+            "post": {
+                "summary": "Replay dead-lettered deliveries of an event (fresh retry budget)",
+                "operationId": "replayEvent",
+                "tags": ["admin"],
+                "security": [{"adminToken": []}],
+                "parameters": [COMMAND_ID, {"name": "provider", "in": "query", "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _json(_ref("Replay"), "nothing to replay"),
+                    "202": _json(_ref("Replay"), "deliveries queued again"),
+                    "404": _error("no such event"),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+    }
+
+
+def _ops_paths() -> dict[str, Any]:
+    status_object = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+    return {
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: the process answers",
+                "operationId": "healthz",
+                "tags": ["ops"],
+                "responses": {"200": _json(status_object, "alive")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: queue writable, dedup store up, providers configured",
+                "operationId": "readyz",
+                "tags": ["ops"],
+                "responses": {
+                    "200": _json({**status_object, "additionalProperties": True}, "ready"),
+                    "503": _json({**status_object, "additionalProperties": True}, "not ready, with reasons"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "operationId": "metrics",
+                "tags": ["ops"],
+                "responses": {"200": _text("Prometheus text exposition format")},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "tags": ["ops"],
+                "responses": {"200": _json({"type": "object"}, "the OpenAPI document")},
+            }
+        },
+    }
+
+
+def build_openapi(config: dict[str, Any]) -> dict[str, Any]:
+    sources = sorted(name for name, s in (config.get("sources") or {}).items() if s.get("enabled", True))
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "leadrelay",
+            "version": "1",
+            "description": "Webhooks in from marketing tools and CRMs, lead updates out to providers.",
+        },
+        "paths": {
+            "/webhooks/{source}": {"post": _webhook_post(sources, False), "get": _handshake(sources)},
+            "/webhooks/{source}/{token}": {"post": _webhook_post(sources, True)},
+            **_admin_paths(),
+            **_ops_paths(),
+        },
+        "components": {
+            "schemas": {
+                **SCHEMAS,
+                "Replay": {
+                    "type": "object",
+                    "required": ["status", "command_id", "providers"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["replaying", "nothing_to_replay"]},
+                        "command_id": {"type": "string"},
+                        "providers": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+@openapi.get("/openapi.json")
+def openapi_document() -> Any:
+    return jsonify(build_openapi(current_app.config["LEADRELAY"]))

@@ -1,0 +1,236 @@
+"""A small client for the look-ups some senders need (HubSpot CRM, Meta Graph, Pipedrive).
+
+Their notifications carry ids, not the person, so the adapter fetches the record while it
+handles the webhook. Nothing has been acknowledged yet, so when the look-up cannot be done
+the adapter answers 503 + Retry-After and the sender redelivers later: nothing accepted is
+lost. Within one request the client retries transient failures (timeouts, connection
+errors, 429, 5xx) a bounded number of times with exponential backoff and full jitter, all
+inside a total deadline that stays below the sender's own webhook timeout; a permanent
+answer (401, 403, 400) is not retried. Successful answers are cached for a short TTL, so a
+batch that names one contact many times, or a redelivery, costs one call.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from service.redact import redact
+
+log = logging.getLogger("leadrelay.sources.fetch")
+
+
+class Verdict(StrEnum):
+    OK = "ok"
+    NOT_FOUND = "not_found"  # the record is gone: nothing to update, retrying cannot help
+    TRANSIENT = "transient"  # retry (here, then by the sender's redelivery)
+    FAILED = "failed"  # permanent for this call (bad token, bad request): no retry here
+
+
+class FetchError(Exception):
+    def __init__(
+        self, verdict: Verdict, reason: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.verdict = verdict
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+
+
+Classifier = Callable[[int, Any], Verdict]
+
+
+def default_classifier(status: int, body: Any) -> Verdict:
+    if 200 <= status < 300:
+        return Verdict.OK
+    if status in (404, 410):
+        return Verdict.NOT_FOUND
+    if status in (408, 425, 429) or status >= 500:
+        return Verdict.TRANSIENT
+    return Verdict.FAILED
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    timeout_seconds: float = 3.0
+    attempts: int = 3
+    backoff_base_seconds: float = 0.2
+    backoff_max_seconds: float = 2.0
+    deadline_seconds: float = 8.0  # all attempts of one look-up; below the sender's timeout
+    cache_ttl_seconds: float = 300.0
+    cache_size: int = 10_000
+
+
+class TTLCache:
+    """Thread-safe, bounded, least-recently-set eviction."""
+
+    def __init__(self, ttl: float, size: int) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            expires, value = item
+            if expires < time.monotonic():
+                del self._items[key]
+                return None
+            return value
+
+    def put(self, key: str, value: Any) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._items[key] = (time.monotonic() + self.ttl, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+class FetchClient:
+    def __init__(
+        self,
+        base_url: str,
+        policy: FetchPolicy,
+        name: str,
+        headers: Mapping[str, str] | None = None,
+        classifier: Classifier = default_classifier,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.policy = policy
+        self.name = name
+        self.classifier = classifier
+        self.cache = TTLCache(policy.cache_ttl_seconds, policy.cache_size)
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update(dict(headers or {}))
+
+    def deadline(self) -> float:
+        """A monotonic deadline for all the look-ups of one webhook request."""
+        return time.monotonic() + self.policy.deadline_seconds
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        cache_key: str | None = None,
+        deadline: float | None = None,
+    ) -> Any:
+        """The decoded JSON answer, or FetchError with a verdict. `deadline` (monotonic)
+        bounds every attempt and backoff, shared by the calls of one webhook request."""
+        if cache_key:
+            cached = self.cache.get(cache_key)
+            if cached is not None:
+                return cached
+        end = deadline if deadline is not None else self.deadline()
+        last: FetchError | None = None
+        for attempt in range(1, self.policy.attempts + 1):
+            remaining = end - time.monotonic()
+            if remaining <= 0.05:
+                break
+            try:
+                body = self._once(
+                    method, path, params, json_body, min(self.policy.timeout_seconds, remaining)
+                )
+            except FetchError as exc:
+                last = exc
+                if exc.verdict is not Verdict.TRANSIENT:
+                    raise
+                delay = self._backoff(attempt, exc.retry_after)
+                if attempt == self.policy.attempts or delay >= end - time.monotonic():
+                    break
+                log.info("%s: %s; retry %d in %.2fs", self.name, exc.reason, attempt, delay)
+                time.sleep(delay)
+                continue
+            if cache_key:
+                self.cache.put(cache_key, body)
+            return body
+        raise last or FetchError(Verdict.TRANSIENT, f"{self.name}: no attempt fitted in the deadline")
+
+    def _once(
+        self, method: str, path: str, params: Mapping[str, str] | None, json_body: Any, timeout: float
+    ) -> Any:
+        url = f"{self.base_url}{path}"
+        try:
+            response = self.session.request(
+                method, url, params=params, json=json_body, timeout=(min(timeout, 3.0), timeout)
+            )
+        except requests.RequestException as exc:
+            # DNS failures, refused or reset connections and timeouts are transient.
+            raise FetchError(
+                Verdict.TRANSIENT, f"{self.name}: {type(exc).__name__}: {redact(str(exc))}"
+            ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        verdict = self.classifier(response.status_code, body)
+        if verdict is Verdict.OK:
+            return body
+        raise FetchError(
+            verdict,
+            f"{self.name}: HTTP {response.status_code}",
+            response.status_code,
+            _retry_after(response.headers.get("Retry-After")),
+        )
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.policy.backoff_max_seconds)
+        ceiling = min(self.policy.backoff_max_seconds, self.policy.backoff_base_seconds * 2 ** (attempt - 1))
+        return random.uniform(0, ceiling)  # full jitter: retries from many workers spread out
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def policy_from(settings: Mapping[str, Any]) -> FetchPolicy:
+    return FetchPolicy(
+        timeout_seconds=float(settings.get("api_timeout_seconds", 3.0)),
+        attempts=int(settings.get("api_attempts", 3)),
+        backoff_base_seconds=float(settings.get("api_backoff_base_seconds", 0.2)),
+        deadline_seconds=float(settings.get("api_deadline_seconds", 8.0)),
+        cache_ttl_seconds=float(settings.get("api_cache_seconds", 300.0)),
+    )
+
+
+def fetch_settings(default_base_url: str, deadline_seconds: float = 8.0) -> dict[str, Any]:
+    """The config keys every adapter with a look-up accepts."""
+    from marshmallow import fields, validate
+
+    return {
+        "api_base_url": fields.String(load_default=default_base_url),
+        "api_timeout_seconds": fields.Float(load_default=3.0, validate=validate.Range(min=0.1, max=30)),
+        "api_attempts": fields.Integer(load_default=3, validate=validate.Range(min=1, max=10)),
+        "api_backoff_base_seconds": fields.Float(load_default=0.2, validate=validate.Range(min=0, max=10)),
+        "api_deadline_seconds": fields.Float(
+            load_default=deadline_seconds, validate=validate.Range(min=0.5, max=60)
+        ),
+        "api_cache_seconds": fields.Float(load_default=300.0, validate=validate.Range(min=0)),
+    }
