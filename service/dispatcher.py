@@ -153,7 +153,13 @@ class DeliveryCore:
                 metrics.RATE_LIMIT_WAITS.labels(provider=group.provider).inc()
                 return Decision("pending", next_attempt_at=now + wait, count_attempt=False, error=None)
         started = time.monotonic()
-        step = handler.prepare(merged.update)
+        try:
+            step = handler.prepare(merged.update)
+            result = handler.deliver(merged.update) if step is None else step
+        finally:
+            settle = getattr(self.limiter, "settle", None)
+            if limit and settle:
+                settle(handler.account)  # re-stamp the slot with the call's end (see ratelimit)
         if step is not None:
             # A lookup used this slot. Done: the update goes next, with a slot of its own.
             metrics.PROVIDER_CALLS.labels(
@@ -162,7 +168,6 @@ class DeliveryCore:
             if step.outcome is Outcome.DELIVERED:
                 return Decision("pending", next_attempt_at=now, count_attempt=False)
             return self.decide(group, step, merged.field_versions, handler, limit)
-        result = handler.deliver(merged.update)
         metrics.PROVIDER_CALL_SECONDS.labels(provider=group.provider).observe(time.monotonic() - started)
         metrics.PROVIDER_CALLS.labels(provider=group.provider, outcome=result.outcome.value).inc()
         if len(group.deliveries) > 1 and result.ok:
