@@ -3,7 +3,8 @@ limit, and serving a Flask app on a loopback port in a thread (tests, demo, benc
 
 Control endpoints live under `/_sim/` so they never collide with a provider path:
 `GET /_sim/calls`, `POST /_sim/reset`, `POST /_sim/faults` (`{"path": "...", "status": 500,
-"count": 2}`), `POST /_sim/latency` (`{"seconds": 0.05}`), `POST /_sim/leads` (seed leads).
+"count": 2, "body": {...}, "headers": {...}, "delay_seconds": 0}`), `POST /_sim/latency`
+(`{"seconds": 0.05}`), `POST /_sim/leads` (seed leads).
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ class SlidingWindowLimit:
             hits.append(now)
             return True, 0.0
 
+    def usage(self, key: str) -> tuple[int, float]:
+        """(calls in the current window, seconds until the oldest of them leaves it)."""
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits[key]
+            while hits and hits[0] <= now - self.per_seconds:
+                hits.popleft()
+            return len(hits), (hits[0] + self.per_seconds - now) if hits else 0.0
+
     def reset(self) -> None:
         with self._lock:
             self._hits.clear()
@@ -53,6 +63,7 @@ class Fault:
     count: int
     body: Any = None
     delay_seconds: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +101,19 @@ class SimulatorState:
         return None
 
 
+def serve_fault(state: SimulatorState, default_body: Any) -> tuple[Response, int] | None:
+    """Answer with a programmed fault for this path, if one is armed."""
+    fault = state.take_fault(request.path)
+    if fault is None:
+        return None
+    if fault.delay_seconds:
+        time.sleep(fault.delay_seconds)
+    state.record(fault.status)
+    answer = jsonify(fault.body if fault.body is not None else default_body)
+    answer.headers.update(fault.headers)
+    return answer, fault.status
+
+
 def add_control_routes(
     app: Flask, state: SimulatorState, reset_extra: Any = None, seed_leads: Any = None
 ) -> None:
@@ -124,6 +148,7 @@ def add_control_routes(
                     count=int(spec.get("count", 1)),
                     body=spec.get("body"),
                     delay_seconds=float(spec.get("delay_seconds", 0)),
+                    headers=dict(spec.get("headers") or {}),
                 )
             )
         return jsonify({"ok": True})

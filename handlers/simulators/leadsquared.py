@@ -7,7 +7,8 @@
 - wrong keys: 401; malformed body or an attribute the lead schema does not have: 400;
   unknown path: 404; over 25 calls in any 5 s per access key: 429; an unknown leadId:
   500 with an `MX*Exception` (how the real API reports business errors).
-Every call is recorded (`GET /_sim/calls`).
+Every call is recorded (`GET /_sim/calls`). The Async API (`/lead/update`, its status and
+metrics) is served by the same app: see `simulators/leadsquared_async.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from handlers.simulators.common import SimulatorState, SlidingWindowLimit, add_control_routes
+from handlers.simulators.common import (
+    SimulatorState,
+    SlidingWindowLimit,
+    add_control_routes,
+    serve_fault,
+)
+from handlers.simulators.leadsquared_async import add_async_routes
 
 # The lead schema the simulator accepts: standard fields plus the custom ones we map to.
 KNOWN_ATTRIBUTES = {
@@ -75,8 +82,13 @@ def create_leadsquared_simulator(
     def seed(leads: list[dict[str, Any]]) -> dict[str, Any]:
         return {"ids": [store.add(lead) for lead in leads]}
 
+    async_queue = add_async_routes(
+        app, state, store, KNOWN_ATTRIBUTES, (access_key, secret_key), async_api_key
+    )
+
     def reset() -> None:
         limit.reset()
+        async_queue.reset()
         with store.lock:
             store.leads.clear()
 
@@ -88,17 +100,11 @@ def create_leadsquared_simulator(
             return None
         if state.latency_seconds:
             time.sleep(state.latency_seconds)
-        fault = state.take_fault(request.path)
+        fault = serve_fault(
+            state, {"Status": "Error", "ExceptionType": "SimulatedFault", "ExceptionMessage": "fault"}
+        )
         if fault:
-            if fault.delay_seconds:
-                time.sleep(fault.delay_seconds)
-            state.record(fault.status)
-            body = fault.body or {
-                "Status": "Error",
-                "ExceptionType": "SimulatedFault",
-                "ExceptionMessage": "fault",
-            }
-            return jsonify(body), fault.status
+            return fault
         if request.path.startswith(BASE):
             if request.args.get("accessKey") != access_key or request.args.get("secretKey") != secret_key:
                 state.record(401)
