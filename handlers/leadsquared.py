@@ -236,8 +236,11 @@ class LeadSquaredHandler(ProviderHandler):
             params["postUpdatedLead"] = "true"
         return params
 
-    def deliver(self, update: ProviderUpdate) -> DeliveryResult:
-        what = f"{self.name} Lead.Update"
+    def post_update(
+        self, update: ProviderUpdate, url: str, what: str, headers: dict[str, str] | None = None
+    ) -> DeliveryResult:
+        """Resolve the lead, map the fields and POST them: what the sync and async APIs share.
+        A result without a status code means no call was made."""
         try:
             lead_id = self.resolve_lead_id(update)
             body = self.build_body(update)
@@ -249,8 +252,9 @@ class LeadSquaredHandler(ProviderHandler):
             return DeliveryResult(Outcome.DELIVERED, reason="no mapped field to update; nothing sent")
         try:
             response = self.session.post(
-                self.base_url + UPDATE_PATH,
+                url,
                 params=self.update_params(lead_id, update),
+                headers=headers,
                 json=body,
                 timeout=self.timeout,
             )
@@ -258,6 +262,11 @@ class LeadSquaredHandler(ProviderHandler):
             return classify_exception(exc, what)
         result = classify_leadsquared(response, what)
         result.details["lead_id"] = lead_id
+        return result
+
+    def deliver(self, update: ProviderUpdate) -> DeliveryResult:
+        what = f"{self.name} Lead.Update"
+        result = self.post_update(update, self.base_url + UPDATE_PATH, what)
         if result.outcome is Outcome.DELIVERED and isinstance(result.response, dict):
             if str(result.response.get("Status", "Success")).lower() != "success":
                 return DeliveryResult(

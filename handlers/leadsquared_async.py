@@ -102,28 +102,10 @@ class LeadSquaredAsyncHandler(LeadSquaredHandler):
 
     def deliver(self, update: ProviderUpdate) -> DeliveryResult:
         what = f"{self.name} lead/update (async)"
-        try:
-            lead_id = self.resolve_lead_id(update)
-            body = self.build_body(update)
-        except PermanentError as exc:
-            return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage)
-        except TransientError as exc:
-            return exc.result()
-        if not body:
-            return DeliveryResult(Outcome.DELIVERED, reason="no mapped field to update; nothing sent")
-        try:
-            response = self.session.post(
-                self.base_url + self.update_path,
-                params=self.update_params(lead_id, update),
-                headers=self._api_key_header(),
-                json=body,
-                timeout=self.timeout,
-            )
-        except requests.RequestException as exc:
-            return classify_exception(exc, what)
-        result = classify_leadsquared(response, what)
-        result.details["lead_id"] = lead_id
-        if result.outcome is not Outcome.DELIVERED:
+        result = self.post_update(
+            update, self.base_url + self.update_path, what, headers=self._api_key_header()
+        )
+        if result.outcome is not Outcome.DELIVERED or result.status_code is None:
             if result.status_code == 401:
                 result.reason += " / x-api-key"
             return result

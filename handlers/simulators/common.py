@@ -12,8 +12,9 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -158,6 +159,55 @@ def add_control_routes(
         @app.post("/_sim/leads")
         def sim_leads() -> Response:
             return jsonify(seed_leads(request.get_json(force=True)))
+
+
+class LeadStore(Protocol):
+    lock: threading.Lock
+    leads: dict[str, Any]
+
+    def add(self, fields: dict[str, Any]) -> str: ...
+
+
+def simulator_app(
+    name: str,
+    store: LeadStore,
+    rate_limit: tuple[int | None, float],
+    fault_body: Any,
+    on_reset: Callable[[], None] | None = None,
+) -> tuple[Flask, SimulatorState, SlidingWindowLimit]:
+    """A simulator's Flask app with what every simulator shares: the control routes, seeding,
+    reset, and a first gate that adds latency and serves programmed faults. The provider's
+    own gate (auth, limit) runs next and should pass `is_control_request()` through."""
+    app = Flask(name)
+    state = SimulatorState()
+    limit = SlidingWindowLimit(rate_limit[0], rate_limit[1])
+    app.extensions.update(sim_state=state, sim_store=store, sim_limit=limit)
+
+    def seed(leads: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"ids": [store.add(lead) for lead in leads]}
+
+    def reset() -> None:
+        limit.reset()
+        if on_reset:
+            on_reset()
+        with store.lock:
+            store.leads.clear()
+
+    add_control_routes(app, state, reset_extra=reset, seed_leads=seed)
+
+    @app.before_request
+    def latency_and_faults() -> Any:
+        if is_control_request():
+            return None
+        if state.latency_seconds:
+            time.sleep(state.latency_seconds)
+        return serve_fault(state, fault_body)
+
+    return app, state, limit
+
+
+def is_control_request() -> bool:
+    return request.path.startswith("/_sim/")
 
 
 class ServedApp:

@@ -15,18 +15,12 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 import uuid
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from handlers.simulators.common import (
-    SimulatorState,
-    SlidingWindowLimit,
-    add_control_routes,
-    serve_fault,
-)
+from handlers.simulators.common import is_control_request, simulator_app
 from handlers.simulators.leadsquared_async import add_async_routes
 
 # The lead schema the simulator accepts: standard fields plus the custom ones we map to.
@@ -70,41 +64,23 @@ def create_leadsquared_simulator(
     rate_limit: tuple[int | None, float] = (25, 5.0),
     async_api_key: str = "sim-async-api-key",
 ) -> Flask:
-    app = Flask("leadsquared-simulator")
-    state = SimulatorState()
     store = LeadSquaredStore()
-    limit = SlidingWindowLimit(rate_limit[0], rate_limit[1])
-    app.extensions["sim_state"] = state
-    app.extensions["sim_store"] = store
-    app.extensions["sim_limit"] = limit
+    app, state, limit = simulator_app(
+        "leadsquared-simulator",
+        store,
+        rate_limit,
+        {"Status": "Error", "ExceptionType": "SimulatedFault", "ExceptionMessage": "fault"},
+        on_reset=lambda: async_queue.reset(),
+    )
     app.config["ASYNC_API_KEY"] = async_api_key
-
-    def seed(leads: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"ids": [store.add(lead) for lead in leads]}
-
     async_queue = add_async_routes(
         app, state, store, KNOWN_ATTRIBUTES, (access_key, secret_key), async_api_key
     )
 
-    def reset() -> None:
-        limit.reset()
-        async_queue.reset()
-        with store.lock:
-            store.leads.clear()
-
-    add_control_routes(app, state, reset_extra=reset, seed_leads=seed)
-
     @app.before_request
     def gate() -> Any:
-        if request.path.startswith("/_sim/"):
+        if is_control_request():
             return None
-        if state.latency_seconds:
-            time.sleep(state.latency_seconds)
-        fault = serve_fault(
-            state, {"Status": "Error", "ExceptionType": "SimulatedFault", "ExceptionMessage": "fault"}
-        )
-        if fault:
-            return fault
         if request.path.startswith(BASE):
             if request.args.get("accessKey") != access_key or request.args.get("secretKey") != secret_key:
                 state.record(401)

@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from handlers.simulators.common import SimulatorState, SlidingWindowLimit, add_control_routes, serve_fault
+from handlers.simulators.common import is_control_request, simulator_app
 
 STATUSES = ("qualified", "won", "lost")
 FIELDS = {"id", "email", "phone", "status", "changedTo", "value", "note", "lossReason"}
@@ -110,33 +110,18 @@ def create_octanist_simulator(
     rate_limit: tuple[int | None, float] = (None, 1.0),
     allow_bulk_updates: bool = False,
 ) -> Flask:
-    app = Flask("octanist-simulator")
-    state = SimulatorState()
     store = OctanistStore()
-    limit = SlidingWindowLimit(rate_limit[0], rate_limit[1])
-    app.extensions.update(sim_state=state, sim_store=store, sim_limit=limit)
-
-    def seed(leads: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"ids": [store.add(lead) for lead in leads]}
-
-    def reset() -> None:
-        limit.reset()
-        with store.lock:
-            store.leads.clear()
-
-    add_control_routes(app, state, reset_extra=reset, seed_leads=seed)
+    app, state, limit = simulator_app(
+        "octanist-simulator",
+        store,
+        rate_limit,
+        {"success": False, "error": {"code": "INTERNAL_ERROR", "message": "Server error"}},
+    )
 
     @app.before_request
     def gate() -> Any:
-        if request.path.startswith("/_sim/"):
+        if is_control_request():
             return None
-        if state.latency_seconds:
-            time.sleep(state.latency_seconds)
-        fault = serve_fault(
-            state, {"success": False, "error": {"code": "INTERNAL_ERROR", "message": "Server error"}}
-        )
-        if fault:
-            return fault
         if request.headers.get("X-API-KEY") != api_key:
             state.record(401)
             return _error(401, "UNAUTHORIZED", "Invalid or missing API key")

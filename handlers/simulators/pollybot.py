@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from handlers.simulators.common import SimulatorState, SlidingWindowLimit, add_control_routes, serve_fault
+from handlers.simulators.common import is_control_request, simulator_app
 
 STATUSES = ("new", "contacted", "qualified", "converted", "lost", "follow_up")
 UPDATABLE = {"name", "email", "phone", "source", "status", "metadata"}
@@ -118,21 +118,13 @@ def apply_update(lead: dict[str, Any], body: dict[str, Any]) -> None:
 def create_pollybot_simulator(
     api_key: str = "sk-workspace_sim", rate_limit: tuple[int | None, float] = (1000, 3600.0)
 ) -> Flask:
-    app = Flask("pollybot-simulator")
-    state = SimulatorState()
     store = PollyBotStore()
-    limit = SlidingWindowLimit(rate_limit[0], rate_limit[1])
-    app.extensions.update(sim_state=state, sim_store=store, sim_limit=limit)
-
-    def seed(leads: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"ids": [store.add(lead) for lead in leads]}
-
-    def reset() -> None:
-        limit.reset()
-        with store.lock:
-            store.leads.clear()
-
-    add_control_routes(app, state, reset_extra=reset, seed_leads=seed)
+    app, state, limit = simulator_app(
+        "pollybot-simulator",
+        store,
+        rate_limit,
+        {"success": False, "error": "Internal error", "code": "INTERNAL_ERROR"},
+    )
 
     def rate_headers(used: int, reset_in: float) -> dict[str, str]:
         cap = limit.calls or 0
@@ -145,13 +137,8 @@ def create_pollybot_simulator(
 
     @app.before_request
     def gate() -> Any:
-        if request.path.startswith("/_sim/"):
+        if is_control_request():
             return None
-        if state.latency_seconds:
-            time.sleep(state.latency_seconds)
-        fault = serve_fault(state, {"success": False, "error": "Internal error", "code": "INTERNAL_ERROR"})
-        if fault:
-            return fault
         header = request.headers.get("Authorization")
         if not header:
             state.record(401)
