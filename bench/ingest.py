@@ -33,7 +33,7 @@ from handlers.simulators.common import ServedApp  # noqa: E402
 from handlers.simulators.leadsquared import create_leadsquared_simulator  # noqa: E402
 from tests.support import base_config, free_port, signed_headers, wait_http_ok  # noqa: E402
 
-BARE_APP = '''
+BARE_APP = """
 from flask import Flask, jsonify
 
 def create_app():
@@ -48,7 +48,7 @@ def create_app():
         return jsonify({"status": "ok"})
 
     return app
-'''
+"""
 
 
 def prepare(n: int) -> list[tuple[bytes, dict[str, str]]]:
@@ -99,7 +99,9 @@ def load(url: str, prepared: list[tuple[bytes, dict[str, str]]], clients: int) -
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        cmd, env=env, cwd=str(ROOT), stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -128,7 +130,9 @@ def main() -> None:
     gunicorn_args = ["-c", str(ROOT / "service" / "gunicorn_conf.py"), "--bind", f"127.0.0.1:{port}",
                      "--workers", str(args.workers), "--threads", str(args.threads)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(tmp), "GUNICORN_ACCESSLOG": "-"}
-    bare = start([sys.executable, "-m", "gunicorn", *gunicorn_args, "bare_app:create_app()"], env, tmp / "bare.log")
+    bare = start(
+        [sys.executable, "-m", "gunicorn", *gunicorn_args, "bare_app:create_app()"], env, tmp / "bare.log"
+    )
     try:
         wait_http_ok(f"http://127.0.0.1:{port}/healthz")
         load(f"http://127.0.0.1:{port}/webhooks/generic", warmup, args.clients)
@@ -138,7 +142,11 @@ def main() -> None:
 
     # leadrelay serve: gunicorn web + dispatcher, delivering to a simulator without a limit.
     sim = ServedApp(create_leadsquared_simulator("bench-ak", "bench-sk", rate_limit=(None, 5))).start()
-    requests.post(f"{sim.url}/_sim/leads", json=[{"EmailAddress": f"lead{i}@example.com"} for i in range(500)], timeout=10)
+    requests.post(
+        f"{sim.url}/_sim/leads",
+        json=[{"EmailAddress": f"lead{i}@example.com"} for i in range(500)],
+        timeout=10,
+    )
     raw = base_config(tmp, sim.url)
     raw["providers"]["leadsquared"].update(access_key="bench-ak", secret_key="bench-sk", rate_limit=None)
     raw["server"].update(workers=args.workers, threads=args.threads, metrics_port=0)
@@ -154,7 +162,11 @@ def main() -> None:
     base = f"http://{raw['server']['bind']}"
     try:
         wait_http_ok(f"{base}/healthz")
-        load(f"{base}/webhooks/generic", [(b, {**h, "webhook-id": "warm-" + h["webhook-id"]}) for b, h in warmup], args.clients)
+        load(
+            f"{base}/webhooks/generic",
+            [(b, {**h, "webhook-id": "warm-" + h["webhook-id"]}) for b, h in warmup],
+            args.clients,
+        )
         measured = load(f"{base}/webhooks/generic", prepared, args.clients)
     finally:
         stop(serve)
@@ -164,7 +176,9 @@ def main() -> None:
           f"gunicorn {args.workers} workers x {args.threads} threads, {os.cpu_count()} CPUs")  # fmt: skip
     print(f"{'':24}{'accepted/s':>12}{'p50 ms':>10}{'p99 ms':>10}  statuses")
     for name, result in (("bare Flask 202", baseline), ("leadrelay serve", measured)):
-        print(f"{name:24}{result['rps']:>12.0f}{result['p50_ms']:>10.2f}{result['p99_ms']:>10.2f}  {result['statuses']}")
+        print(
+            f"{name:24}{result['rps']:>12.0f}{result['p50_ms']:>10.2f}{result['p99_ms']:>10.2f}  {result['statuses']}"
+        )
     print(
         f"ratio leadrelay/bare: throughput {measured['rps'] / baseline['rps']:.2f}x, "
         f"p50 {measured['p50_ms'] / baseline['p50_ms']:.2f}x, p99 {measured['p99_ms'] / baseline['p99_ms']:.2f}x"

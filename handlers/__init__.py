@@ -7,9 +7,13 @@ from typing import Any
 
 from handlers.base import ProviderHandler
 from handlers.leadsquared import LeadSquaredHandler
+from handlers.leadsquared_async import LeadSquaredAsyncHandler
+from handlers.octanist import OctanistHandler
+from handlers.pollybot import PollyBotHandler
 
 HANDLER_KINDS: dict[str, type[ProviderHandler]] = {
-    LeadSquaredHandler.kind: LeadSquaredHandler,
+    handler.kind: handler
+    for handler in (LeadSquaredHandler, LeadSquaredAsyncHandler, PollyBotHandler, OctanistHandler)
 }
 
 

@@ -8,6 +8,7 @@ classifies the answer. Handlers know nothing of queues, dedup or Kafka.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,10 +69,27 @@ class PermanentError(Exception):
 
 
 class TransientError(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, rate_limited: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.rate_limited = rate_limited  # a 429: reschedule without using the retry budget
+
+    def result(self, stage: str = "lookup") -> DeliveryResult:
+        return DeliveryResult(
+            Outcome.RATE_LIMITED if self.rate_limited else Outcome.TRANSIENT,
+            reason=self.reason,
+            retry_after=self.retry_after,
+            stage=stage,
+        )
+
+
+def fingerprint(secret: str | None) -> str:
+    """A short, stable, non-reversible tag for a credential: rate-limit buckets are named
+    after the account without the key itself ending up in Redis key names or logs."""
+    if not secret:
+        return "none"
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
 
 
 def make_session(pool_size: int = 16) -> requests.Session:
@@ -171,11 +189,22 @@ class ProviderHandler:
         """A reason this provider cannot deliver (missing credentials); None when ready."""
         return None
 
+    def prepare(self, update: ProviderUpdate) -> DeliveryResult | None:
+        """Calls that must come before the update (a lead id lookup), so that each one is
+        paid for with a rate-limit slot of its own. None: nothing to prepare, `deliver` makes
+        the call. Otherwise the outcome of the one lookup made: DELIVERED means "prepared"
+        (the update goes next, with its own slot); anything else is that lookup's failure."""
+        return None
+
     def deliver(self, update: ProviderUpdate) -> DeliveryResult:
         raise NotImplementedError
 
     def poll(self, request_id: str) -> DeliveryResult:
         raise NotImplementedError(f"{self.kind} is not asynchronous")
+
+    def provider_metrics(self) -> dict[str, float] | None:
+        """Metrics the provider reports about itself (async queue depth...); None: none offered."""
+        return None
 
     def confirm_applied(self, update: ProviderUpdate) -> bool | None:
         """After a crash mid-call: did the provider already apply `update`? None: cannot tell."""

@@ -25,6 +25,7 @@ from handlers.base import (
     TransientError,
     classify_exception,
     classify_http,
+    fingerprint,
     response_body,
 )
 from service.redact import redact
@@ -82,6 +83,10 @@ class LeadIdCache:
             self._items.pop(key, None)
             return None
 
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
     def put(self, key: str, lead_id: str) -> None:
         with self._lock:
             if len(self._items) > 100_000:
@@ -91,6 +96,7 @@ class LeadIdCache:
 
 class LeadSquaredHandler(ProviderHandler):
     kind: ClassVar[str] = "leadsquared"
+    default_base_url: ClassVar[str] = "https://api.leadsquared.com"
     default_rate_limit: ClassVar[tuple[int, float] | None] = (25, 5.0)
     default_field_map: ClassVar[dict[str, str]] = {
         "first_name": "FirstName",
@@ -131,13 +137,18 @@ class LeadSquaredHandler(ProviderHandler):
         self, name: str, settings: Mapping[str, Any], session: requests.Session | None = None
     ) -> None:
         super().__init__(name, settings, session)
-        self.base_url = (settings.get("base_url") or "https://api.leadsquared.com").rstrip("/")
+        self.base_url = (settings.get("base_url") or self.default_base_url).rstrip("/")
+        # Lead lookups (by email / phone / id) live on the account's sync API host.
+        self.lookup_base_url = (settings.get("lookup_base_url") or self.base_url).rstrip("/")
         self.lead_ids = LeadIdCache(float(settings.get("lookup_cache_seconds", 3600.0)))
 
     @property
     def account(self) -> str:
-        # Every replica and every provider entry using the same keys shares one limit.
-        return f"leadsquared:{self.base_url}:{self.settings.get('access_key') or self.name}"
+        # Every replica and every provider entry (sync or async) using the same keys shares
+        # one limit; the key itself is fingerprinted, never used as a name.
+        return (
+            f"leadsquared:{self.lookup_base_url}:{fingerprint(self.settings.get('access_key') or self.name)}"
+        )
 
     def configuration_problem(self) -> str | None:
         missing = [k for k in ("access_key", "secret_key") if not self.settings.get(k)]
@@ -151,7 +162,7 @@ class LeadSquaredHandler(ProviderHandler):
     def _get(self, path: str, params: dict[str, str], what: str) -> Any:
         try:
             response = self.session.get(
-                self.base_url + path, params={**self._auth(), **params}, timeout=self.timeout
+                self.lookup_base_url + path, params={**self._auth(), **params}, timeout=self.timeout
             )
         except requests.RequestException as exc:
             raise TransientError(classify_exception(exc, what).reason) from None
@@ -159,19 +170,41 @@ class LeadSquaredHandler(ProviderHandler):
         if result.outcome is Outcome.DELIVERED:
             return response_body(response)
         if result.outcome in (Outcome.TRANSIENT, Outcome.RATE_LIMITED):
-            raise TransientError(result.reason, result.retry_after)
+            raise TransientError(
+                result.reason, result.retry_after, rate_limited=result.outcome is Outcome.RATE_LIMITED
+            )
         raise PermanentError(result.reason, stage="config" if result.status_code == 401 else "lookup")
+
+    @staticmethod
+    def lookups(update: ProviderUpdate) -> list[tuple[str, str, dict[str, str]]]:
+        """(cache key, path, query) for each way to find the lead, in priority order."""
+        lead = update.lead
+        found = []
+        if lead.email:
+            found.append((f"email:{lead.email}", BY_EMAIL_PATH, {"emailaddress": lead.email}))
+        if lead.phone:
+            digits = "".join(ch for ch in lead.phone if ch.isdigit())
+            found.append((f"phone:{digits}", BY_PHONE_PATH, {"phone": digits}))
+        return found
+
+    def prepare(self, update: ProviderUpdate) -> DeliveryResult | None:
+        """Look the lead id up in a step of its own, so the lookup takes its own rate-limit
+        slot (LeadSquared counts it against the same 25 per 5 s as the update)."""
+        if update.lead.id or any(self.lead_ids.get(key) for key, _, _ in self.lookups(update)):
+            return None
+        try:
+            lead_id = self.resolve_lead_id(update)
+        except PermanentError as exc:
+            return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage)
+        except TransientError as exc:
+            return exc.result()
+        return DeliveryResult(Outcome.DELIVERED, reason="lead id resolved", details={"lead_id": lead_id})
 
     def resolve_lead_id(self, update: ProviderUpdate) -> str:
         lead = update.lead
         if lead.id:
             return lead.id
-        lookups = []
-        if lead.email:
-            lookups.append((f"email:{lead.email}", BY_EMAIL_PATH, {"emailaddress": lead.email}))
-        if lead.phone:
-            digits = "".join(ch for ch in lead.phone if ch.isdigit())
-            lookups.append((f"phone:{digits}", BY_PHONE_PATH, {"phone": digits}))
+        lookups = self.lookups(update)
         for cache_key, path, params in lookups:
             cached = self.lead_ids.get(cache_key)
             if cached:
@@ -203,23 +236,25 @@ class LeadSquaredHandler(ProviderHandler):
             params["postUpdatedLead"] = "true"
         return params
 
-    def deliver(self, update: ProviderUpdate) -> DeliveryResult:
-        what = f"{self.name} Lead.Update"
+    def post_update(
+        self, update: ProviderUpdate, url: str, what: str, headers: dict[str, str] | None = None
+    ) -> DeliveryResult:
+        """Resolve the lead, map the fields and POST them: what the sync and async APIs share.
+        A result without a status code means no call was made."""
         try:
             lead_id = self.resolve_lead_id(update)
             body = self.build_body(update)
         except PermanentError as exc:
             return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage)
         except TransientError as exc:
-            return DeliveryResult(
-                Outcome.TRANSIENT, reason=exc.reason, retry_after=exc.retry_after, stage="lookup"
-            )
+            return exc.result()
         if not body:
             return DeliveryResult(Outcome.DELIVERED, reason="no mapped field to update; nothing sent")
         try:
             response = self.session.post(
-                self.base_url + UPDATE_PATH,
+                url,
                 params=self.update_params(lead_id, update),
+                headers=headers,
                 json=body,
                 timeout=self.timeout,
             )
@@ -227,6 +262,11 @@ class LeadSquaredHandler(ProviderHandler):
             return classify_exception(exc, what)
         result = classify_leadsquared(response, what)
         result.details["lead_id"] = lead_id
+        return result
+
+    def deliver(self, update: ProviderUpdate) -> DeliveryResult:
+        what = f"{self.name} Lead.Update"
+        result = self.post_update(update, self.base_url + UPDATE_PATH, what)
         if result.outcome is Outcome.DELIVERED and isinstance(result.response, dict):
             if str(result.response.get("Status", "Success")).lower() != "success":
                 return DeliveryResult(

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
+from service import metrics
 from service.admin import admin
 from service.config import Config, load_config
 from service.health import health
@@ -55,16 +56,27 @@ def create_app(config: Config | None = None, runtime: Runtime | None = None) -> 
         response.headers["X-Request-Id"] = g.get("request_id", "")
         return response
 
+    def count_webhook_failure(code: str) -> None:
+        # Webhooks refused before their adapter ran (413 body too large, a crash) are
+        # counted too; the source label only takes configured names (bounded cardinality).
+        if request.endpoint == "webhooks.receive":
+            source = (request.view_args or {}).get("source", "")
+            source = source if source in runtime.adapters else "unknown"
+            metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome=code.lower()).inc()
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
         status = exc.code or 500
         message = "the body is larger than the limit" if status == 413 else (exc.description or exc.name)
-        return error_response(status, HTTP_CODES.get(status, exc.name.upper().replace(" ", "_")), message)
+        code = HTTP_CODES.get(status, exc.name.upper().replace(" ", "_"))
+        count_webhook_failure(code)
+        return error_response(status, code, message)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:
         # Never a bare 500 page: log it (redacted) and answer with a retryable JSON error.
         log.exception("unhandled error")
+        count_webhook_failure("INTERNAL_ERROR")
         response, status = error_response(503, "INTERNAL_ERROR", "unexpected error; retry later")
         response.headers["Retry-After"] = "5"
         return response, status

@@ -8,6 +8,7 @@ leadrelay check-config          validate the configuration and exit
 leadrelay events list|show|replay   the event log, through the admin API
 leadrelay demo                  send a signed sample event and follow it to the provider
 leadrelay simulator leadsquared run a provider simulator on a port
+leadrelay providers metrics <name>  what an async provider reports about its queue
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def start_sandbox(config: Config) -> list[Any]:
         sim = factory.create()
         server = ServedApp(sim).start()
         served.append(server)
-        for key, value in {"base_url": server.url, **factory.credentials}.items():
+        urls = dict.fromkeys(factory.url_settings, server.url)
+        for key, value in {**urls, **factory.credentials}.items():
             _set_env(f"LEADRELAY__PROVIDERS__{name.upper()}__{key.upper()}", value)
         factory.seed(server.url)
         log.warning("SANDBOX MODE: provider %r is a local simulator at %s", name, server.url)
@@ -371,6 +373,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if event_log["status"] == "delivered" else 1
 
 
+# ---- providers --------------------------------------------------------------------------
+
+
+def cmd_providers(args: argparse.Namespace) -> int:
+    from handlers import HANDLER_KINDS
+    from handlers.base import PermanentError, TransientError
+    from service.redact import redact
+
+    config = _config(args)
+    settings = config.providers.get(args.name)
+    if settings is None:
+        print(
+            f"leadrelay: no provider {args.name!r} (configured: {', '.join(config.providers) or 'none'})",
+            file=sys.stderr,
+        )
+        return 2
+    handler = HANDLER_KINDS[settings["type"]](args.name, settings)
+    problem = handler.configuration_problem()
+    if problem:
+        print(f"leadrelay: {problem}", file=sys.stderr)
+        return 2
+    try:
+        values = handler.provider_metrics()
+    except (PermanentError, TransientError) as exc:
+        print(f"leadrelay: {redact(exc.reason)}", file=sys.stderr)
+        return 1
+    if values is None:
+        print(f"leadrelay: provider {args.name!r} ({settings['type']}) reports no metrics", file=sys.stderr)
+        return 2
+    print(json.dumps({"provider": args.name, "type": settings["type"], "metrics": values}, indent=2))
+    return 0
+
+
 # ---- simulators -------------------------------------------------------------------------
 
 
@@ -419,6 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url")
     demo.add_argument("--token")
     demo.set_defaults(func=cmd_demo)
+    providers = sub.add_parser("providers", help="ask a provider about itself")
+    providers.add_argument("action", choices=["metrics"])
+    providers.add_argument("name", help="the provider's name in the config")
+    providers.set_defaults(func=cmd_providers)
     sim = sub.add_parser("simulator", help="run a provider simulator")
     sim.add_argument("kind")
     sim.add_argument("--port", type=int, default=0)

@@ -152,14 +152,14 @@ class LeadUpdateCommand:
         return hashlib.sha256(material.encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        return LeadUpdateCommandSchema().dump(self)
+        return COMMAND_SCHEMA.dump(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LeadUpdateCommand:
-        return LeadUpdateCommandSchema().load(data)
+        return COMMAND_SCHEMA.load(data)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> LeadUpdateCommand:
@@ -229,3 +229,8 @@ class LeadUpdateCommandSchema(Schema):
     def _make(self, data: dict[str, Any], **_: Any) -> LeadUpdateCommand:
         data["providers"] = tuple(data.get("providers") or ())
         return LeadUpdateCommand(**data)
+
+
+# Built once: a schema instance is reusable and costly to build (per request it showed up
+# as the largest single cost of ingest).
+COMMAND_SCHEMA = LeadUpdateCommandSchema()

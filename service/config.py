@@ -84,6 +84,8 @@ class DispatcherSchema(_Strict):
     backoff_max_seconds = fields.Float(load_default=300.0, validate=validate.Range(min=0))
     coalesce = fields.Boolean(load_default=True)
     poll_max_attempts = fields.Integer(load_default=20, validate=validate.Range(min=1))
+    # How often provider-reported metrics (LeadSquared Async queue) are fetched; 0: never.
+    provider_metrics_interval_seconds = fields.Float(load_default=60.0, validate=validate.Range(min=0))
 
 
 class LoggingSchema(_Strict):

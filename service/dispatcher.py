@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from handlers import build_handlers
@@ -33,6 +34,14 @@ def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with equal jitter: half fixed, half random."""
     delay = min(cap, base * (2 ** max(0, attempt - 1)))
     return delay / 2 + random.uniform(0, delay / 2)
+
+
+def version_stamp(occurred_at: datetime) -> str:
+    """`occurred_at` as a fixed-width UTC string, so stored field versions compare correctly
+    as strings (isoformat keeps the sender's offset and drops zero microseconds)."""
+    if occurred_at.tzinfo is None:
+        occurred_at = occurred_at.replace(tzinfo=UTC)
+    return occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -56,7 +65,7 @@ def coalesce(deliveries: list[Delivery], applied: Mapping[str, str]) -> Coalesce
     stale: list[str] = []
     for delivery in ordered:
         command = delivery.command
-        when = command.occurred_at.isoformat()
+        when = version_stamp(command.occurred_at)
         for name, value in command.changes.items():
             if name in applied and applied[name] > when:
                 stale.append(name)
@@ -87,6 +96,7 @@ class Decision:
     response: Any = None
     next_attempt_at: float | None = None
     count_attempt: bool = True
+    count_poll: bool = False  # an async status poll (bounded by `poll_max_attempts`)
     request_id: str | None = None
     field_versions: dict[str, str] = field(default_factory=dict)
 
@@ -102,6 +112,9 @@ class DeliveryCore:
         self.settings = config["dispatcher"]
         self.handlers = handlers if handlers is not None else build_handlers(config.providers)
         self.limiter = limiter or InProcessRateLimiter()
+        # Whether the driver stores a poll count apart from attempts (`Delivery.polls`,
+        # `Decision.count_poll`; the embedded ledger does). If not, polls count as attempts.
+        self.counts_polls = False
 
     def rate_limit(self, handler: ProviderHandler) -> tuple[int, float] | None:
         configured = handler.settings.get("rate_limit")
@@ -127,9 +140,10 @@ class DeliveryCore:
                 count_attempt=False,
             )
         assert handler is not None
-        merged = coalesce(group.deliveries, applied) if self.settings["coalesce"] else None
-        if merged is None:
-            raise ValueError("coalescing off: deliver groups of one")
+        if not self.settings["coalesce"] and len(group.deliveries) > 1:
+            raise ValueError("coalescing is off: claim and deliver groups of one command")
+        # With coalescing off a group is one command: the same path, minus the merging.
+        merged = coalesce(group.deliveries, applied)
         if not merged.update.changes and merged.stale_fields:
             return Decision("delivered", error=f"superseded: {', '.join(merged.stale_fields)} already newer")
         limit = self.rate_limit(handler)
@@ -139,7 +153,21 @@ class DeliveryCore:
                 metrics.RATE_LIMIT_WAITS.labels(provider=group.provider).inc()
                 return Decision("pending", next_attempt_at=now + wait, count_attempt=False, error=None)
         started = time.monotonic()
-        result = handler.deliver(merged.update)
+        try:
+            step = handler.prepare(merged.update)
+            result = handler.deliver(merged.update) if step is None else step
+        finally:
+            settle = getattr(self.limiter, "settle", None)
+            if limit and settle:
+                settle(handler.account)  # re-stamp the slot with the call's end (see ratelimit)
+        if step is not None:
+            # A lookup used this slot. Done: the update goes next, with a slot of its own.
+            metrics.PROVIDER_CALLS.labels(
+                provider=group.provider, outcome=f"lookup_{step.outcome.value}"
+            ).inc()
+            if step.outcome is Outcome.DELIVERED:
+                return Decision("pending", next_attempt_at=now, count_attempt=False)
+            return self.decide(group, step, merged.field_versions, handler, limit)
         metrics.PROVIDER_CALL_SECONDS.labels(provider=group.provider).observe(time.monotonic() - started)
         metrics.PROVIDER_CALLS.labels(provider=group.provider, outcome=result.outcome.value).inc()
         if len(group.deliveries) > 1 and result.ok:
@@ -218,16 +246,30 @@ class DeliveryCore:
                 "pending", error="cannot poll: provider gone or no request id; resending", stage="config"
             )
         result = handler.poll(request_id)
-        polls = max(d.attempts for d in group.deliveries) + 1
+        if self.counts_polls:  # polls apart from delivery attempts: the update was one attempt
+            polls = max(d.polls for d in group.deliveries) + 1
+            ended = still = {"count_attempt": False, "count_poll": True}
+        else:
+            polls = max(d.attempts for d in group.deliveries) + 1
+            ended, still = {"count_attempt": False}, {"count_attempt": True}
         response = {"status_code": result.status_code, "body": result.response, "request_id": request_id}
         if result.outcome is Outcome.DELIVERED:
-            return Decision("delivered", response=response, count_attempt=False)
+            return Decision("delivered", response=response, **ended)
         if result.outcome is Outcome.PERMANENT:
             return Decision(
                 "dead_lettered",
                 error=result.reason,
                 stage=result.stage,
                 response=response,
+                **ended,
+            )
+        if result.outcome is Outcome.RATE_LIMITED:
+            wait = result.retry_after if result.retry_after is not None else 5.0
+            return Decision(
+                "polling",
+                error=result.reason,
+                response=response,
+                next_attempt_at=now + wait,
                 count_attempt=False,
             )
         if polls >= int(self.settings["poll_max_attempts"]):
@@ -236,14 +278,38 @@ class DeliveryCore:
                 error=f"still not finished after {polls} status polls: {result.reason}",
                 stage="provider",
                 response=response,
+                **still,
             )
         base = float(handler.settings.get("poll_interval_seconds", 2.0))
         delay = backoff_seconds(polls, base, float(handler.settings.get("poll_max_interval_seconds", 60.0)))
         if result.retry_after is not None:
             delay = max(delay, result.retry_after)
         return Decision(
-            "polling", error=result.reason or None, response=response, next_attempt_at=now + delay
+            "polling",
+            error=result.reason or None,
+            response=response,
+            next_attempt_at=now + delay,
+            **still,
         )
+
+    def refresh_provider_metrics(self) -> dict[str, dict[str, float]]:
+        """Ask every provider that reports on itself (LeadSquared Async's queue) and export
+        the answers as gauges. A provider that cannot answer keeps its last values."""
+        found: dict[str, dict[str, float]] = {}
+        for name, handler in self.handlers.items():
+            if handler.configuration_problem():
+                continue
+            try:
+                values = handler.provider_metrics()
+            except Exception as exc:  # metrics are advisory: never let them stop delivery
+                log.warning("provider metrics unavailable", extra={"provider": name, "reason": str(exc)})
+                continue
+            if values is None:
+                continue
+            for metric, value in values.items():
+                metrics.ASYNC_METRICS.labels(provider=name, metric=metric).set(value)
+            found[name] = values
+        return found
 
 
 class EmbeddedDispatcher:
@@ -253,6 +319,7 @@ class EmbeddedDispatcher:
         self.config = config
         self.store = store
         self.core = core or DeliveryCore(config)
+        self.core.counts_polls = True  # the SQLite ledger keeps `polls`
         self.settings = config["dispatcher"]
         self.concurrency = int(self.settings["concurrency"])
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deliver")
@@ -274,6 +341,7 @@ class EmbeddedDispatcher:
             response=decision.response,
             next_attempt_at=decision.next_attempt_at,
             count_attempt=decision.count_attempt,
+            count_poll=decision.count_poll,
             request_id=decision.request_id,
             field_versions=decision.field_versions if decision.status in ("delivered", "polling") else None,
         )
@@ -309,6 +377,8 @@ class EmbeddedDispatcher:
 
     def _run_group(self, group: DeliveryGroup, polling: bool) -> None:
         key = (group.provider, group.lead_key)
+        # Every log line of this delivery (handlers included) names the command(s) it serves.
+        token = command_id_var.set(",".join(d.command.command_id for d in group.deliveries))
         try:
             if polling:
                 decision = self.core.poll(group)
@@ -329,6 +399,7 @@ class EmbeddedDispatcher:
                 ),
             )
         finally:
+            command_id_var.reset(token)
             with self._busy_lock:
                 self._busy.discard(key)
 
@@ -375,7 +446,11 @@ class EmbeddedDispatcher:
             (
                 False,
                 self.store.claim_due_groups(
-                    now, int(self.settings["batch_size"]), skip=busy, max_groups=free * 2
+                    now,
+                    int(self.settings["batch_size"]),
+                    skip=busy,
+                    max_groups=free * 2,
+                    per_group=None if self.settings["coalesce"] else 1,
                 ),
             ),
         ):
@@ -397,11 +472,18 @@ class EmbeddedDispatcher:
         log.info("dispatcher started", extra={"concurrency": self.concurrency})
         self.recover()
         last_gauges = 0.0
+        last_provider_metrics = 0.0
+        interval = float(self.settings["provider_metrics_interval_seconds"])
         while not self.stopping.is_set():
+            metrics.heartbeat()  # liveness: /healthz on the metrics port fails if this stops
             started = self.tick()
             if time.monotonic() - last_gauges > 5:
                 self.update_gauges()
                 last_gauges = time.monotonic()
+            if interval and time.monotonic() - last_provider_metrics > interval:
+                # In the pool: a slow provider must not hold up the dispatch loop.
+                self.pool.submit(self.core.refresh_provider_metrics)
+                last_provider_metrics = time.monotonic()
             if not started:
                 self.stopping.wait(float(self.settings["poll_interval_seconds"]))
         self.shutdown()

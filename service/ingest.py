@@ -63,7 +63,11 @@ class Ingestor:
         if not command.providers:
             log.warning(
                 "no route for this event: kept as unrouted, replay it after adding a route",
-                extra={"command_id": command.command_id, "source": command.source, "event_type": command.event_type},
+                extra={
+                    "command_id": command.command_id,
+                    "source": command.source,
+                    "event_type": command.event_type,
+                },
             )
         claimed: list[tuple[str, int]] = []
         keys = [(f"cmd:{command.command_id}", self.window)]

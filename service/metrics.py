@@ -1,10 +1,18 @@
-"""Prometheus metrics. Under gunicorn set PROMETHEUS_MULTIPROC_DIR (`leadrelay serve` does)
-so every worker's samples are summed at `/metrics`; the dispatcher and the consumers
-serve theirs on a port of their own (`server.metrics_port`)."""
+"""Prometheus metrics. Under gunicorn PROMETHEUS_MULTIPROC_DIR is set (by the chart, by
+`leadrelay serve`, else by service/gunicorn_conf.py) so every worker's samples are summed
+at `/metrics`; the dispatcher and the consumers serve theirs on a port of their own
+(`server.metrics_port`) together with `/healthz` and `/readyz` for their probes."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -14,8 +22,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
-    start_http_server,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
+
+log = logging.getLogger("leadrelay.metrics")
 
 WEBHOOKS_RECEIVED = Counter(
     "leadrelay_webhooks_received_total",
@@ -83,7 +93,90 @@ def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
-def serve_metrics(port: int) -> None:
-    """Expose this process's metrics on its own port (dispatcher, consumers)."""
-    if port:
-        start_http_server(port, addr=os.environ.get("LEADRELAY_METRICS_ADDR", "0.0.0.0"))
+# ---- the workers' own port: /metrics, /healthz, /readyz -----------------------------------
+
+# A worker loop that stopped turning (deadlock, a wedged client) fails liveness after this.
+LIVENESS_STALE_SECONDS = float(os.environ.get("LEADRELAY_LIVENESS_STALE_SECONDS", "120"))
+_last_heartbeat: float | None = None
+_readiness_checks: dict[str, Callable[[], object]] = {}
+
+
+def heartbeat() -> None:
+    """Called by a worker's main loop on every turn; `/healthz` fails when it goes stale."""
+    global _last_heartbeat
+    _last_heartbeat = time.monotonic()
+
+
+def add_readiness_check(name: str, check: Callable[[], object]) -> None:
+    """A dependency of this worker (broker, Redis): `/readyz` is 503 while `check()` raises."""
+    _readiness_checks[name] = check
+
+
+def health() -> tuple[bool, dict[str, Any]]:
+    if _last_heartbeat is None:
+        return True, {"status": "ok", "loop": "not started"}
+    age = time.monotonic() - _last_heartbeat
+    body = {"status": "ok" if age <= LIVENESS_STALE_SECONDS else "stalled", "loop_age_seconds": round(age, 3)}
+    return age <= LIVENESS_STALE_SECONDS, body
+
+
+def readiness() -> tuple[bool, dict[str, Any]]:
+    alive, body = health()
+    reasons = [] if alive else [f"main loop stalled for {body['loop_age_seconds']}s"]
+    for name, check in list(_readiness_checks.items()):
+        try:
+            check()
+        except Exception as exc:  # any failure means not ready; the reason is reported
+            reasons.append(f"{name} unavailable: {type(exc).__name__}: {exc}")
+    return not reasons, {"status": "ready" if not reasons else "not_ready", "reasons": reasons}
+
+
+def _worker_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    path = environ.get("PATH_INFO", "/")
+    if path in ("/healthz", "/readyz"):
+        ok, body = health() if path == "/healthz" else readiness()
+        start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
+        return [json.dumps(body).encode()]
+    if path != "/metrics":
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: try /metrics, /healthz or /readyz\n"]
+    payload, content_type = render()
+    start_response("200 OK", [("Content-Type", content_type)])
+    return [payload]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Scrapes and probes every few seconds would drown the worker's log."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def serve_metrics(port: int, addr: str | None = None) -> ThreadingWSGIServer | None:
+    """Serve /metrics, /healthz and /readyz for this process (dispatcher, consumers) on a
+    daemon thread. Returns the server (tests shut it down); port 0 turns it off."""
+    if not port:
+        return None
+    addr = addr or os.environ.get("LEADRELAY_METRICS_ADDR", "0.0.0.0")
+    server = make_server(addr, port, _worker_app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    log.info("metrics, /healthz and /readyz served", extra={"port": port})
+    return server
+
+
+def observe_consumer_lag(consumer: Any) -> dict[tuple[str, int], int]:
+    """Set `leadrelay_kafka_consumer_lag` for every partition a kafka-python consumer holds:
+    log-end offset minus the consumer's position. Returns the lags it set."""
+    partitions = list(consumer.assignment())
+    if not partitions:
+        return {}
+    ends = consumer.end_offsets(partitions)
+    lags: dict[tuple[str, int], int] = {}
+    for tp in partitions:
+        position = consumer.position(tp)
+        if position is None or tp not in ends:
+            continue
+        lag = max(0, int(ends[tp]) - int(position))
+        CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+        lags[(tp.topic, tp.partition)] = lag
+    return lags

@@ -20,7 +20,9 @@ _AUTH_HEADER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _SECRET_HEADER = re.compile(
     r"(?i)((?:x-api-key|x-lsq-accesskey|x-lsq-secretkey)[\"']?\s*[:=]\s*[\"']?)[^\"',\s}]+"
 )
-SECRET_KEY_NAMES = re.compile(r"(?i)(secret|token|password|access_?key|api_?key|authorization|verify_token|google_key|signing_key)")
+SECRET_KEY_NAMES = re.compile(
+    r"(?i)(secret|token|password|access_?key|api_?key|authorization|verify_token|google_key|signing_key)"
+)
 
 _lock = threading.Lock()
 _secrets: set[str] = set()

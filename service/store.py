@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     lead_key TEXT NOT NULL,
     status TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
+    polls INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     last_error TEXT,
     error_stage TEXT,
@@ -75,6 +76,7 @@ class Delivery:
     seq: int
     attempts: int
     status: str = "pending"
+    polls: int = 0  # async status polls since the provider accepted it
     request_id: str | None = None
     received_at: float = 0.0
 
@@ -98,6 +100,14 @@ class EmbeddedStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self.connection().executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a database was first created."""
+        db = self.connection()
+        columns = {row["name"] for row in db.execute("PRAGMA table_info(deliveries)")}
+        if "polls" not in columns:
+            db.execute("ALTER TABLE deliveries ADD COLUMN polls INTEGER NOT NULL DEFAULT 0")
 
     def connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -175,11 +185,17 @@ class EmbeddedStore:
     # ---- dispatcher --------------------------------------------------------------------
 
     def claim_due_groups(
-        self, now: float, limit: int, skip: set[tuple[str, str]] = frozenset(), max_groups: int = 1_000_000
+        self,
+        now: float,
+        limit: int,
+        skip: set[tuple[str, str]] = frozenset(),
+        max_groups: int = 1_000_000,
+        per_group: int | None = None,
     ) -> list[DeliveryGroup]:
         """Mark due groups in_flight and return them. A group is due when its oldest open
         delivery is pending and due; a lead with one in flight or backing off waits, so
-        commands for one lead and provider are applied in order."""
+        commands for one lead and provider are applied in order. `per_group`: at most that
+        many commands per group (1 when coalescing is off)."""
         db = self.connection()
         # The scan reads no bodies: a large backlog waiting on backoff stays cheap to skip.
         rows = db.execute(
@@ -197,6 +213,8 @@ class EmbeddedStore:
                 blocked.add(key)
                 continue
             if (taken >= limit or len(chosen) >= max_groups) and key not in chosen:
+                continue
+            if per_group is not None and len(chosen.get(key, ())) >= per_group:
                 continue
             chosen.setdefault(key, []).append(row)
             taken += 1
@@ -290,6 +308,7 @@ class EmbeddedStore:
         request_id: str | None = None,
         field_versions: dict[str, str] | None = None,
         attempts_override: dict[str, int] | None = None,
+        count_poll: bool = False,
     ) -> None:
         """Write one outcome for every delivery of a group, atomically."""
         response_json = json.dumps(redact_obj(response), default=str) if response is not None else None
@@ -299,13 +318,17 @@ class EmbeddedStore:
                 if attempts_override and delivery.command.command_id in attempts_override:
                     attempts = attempts_override[delivery.command.command_id]
                 db.execute(
-                    "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?,"
+                    "UPDATE deliveries SET status = ?, attempts = ?,"
+                    # A new request id (the provider accepted a new call) starts the poll count afresh.
+                    " polls = CASE WHEN ? IS NOT NULL THEN 0 ELSE polls END + ?, next_attempt_at = ?, last_error = ?,"
                     " error_stage = ?, response = COALESCE(?, response), request_id = COALESCE(?, request_id),"
                     " updated_at = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
                     " WHERE command_id = ? AND provider = ?",
                     (
                         status,
                         attempts,
+                        request_id,
+                        1 if count_poll else 0,
                         next_attempt_at if next_attempt_at is not None else now,
                         error,
                         stage,
@@ -331,7 +354,8 @@ class EmbeddedStore:
         rows = (
             self.connection()
             .execute(
-                "SELECT d.command_id, d.provider, d.lead_key, d.seq, d.attempts, d.request_id, c.received_at, c.body"
+                "SELECT d.command_id, d.provider, d.lead_key, d.seq, d.attempts, d.polls, d.request_id,"
+                " c.received_at, c.body"
                 " FROM deliveries d JOIN commands c ON c.command_id = d.command_id"
                 " WHERE d.status = 'polling' AND d.next_attempt_at <= ? ORDER BY d.seq LIMIT ?",
                 (now, limit),
@@ -349,6 +373,7 @@ class EmbeddedStore:
                     seq=row["seq"],
                     attempts=row["attempts"],
                     status="polling",
+                    polls=row["polls"],
                     request_id=row["request_id"],
                     received_at=row["received_at"],
                 )
@@ -370,7 +395,7 @@ class EmbeddedStore:
         if row is None:
             return None
         deliveries = db.execute(
-            "SELECT provider, status, attempts, next_attempt_at, last_error, error_stage, response, request_id,"
+            "SELECT provider, status, attempts, polls, next_attempt_at, last_error, error_stage, response, request_id,"
             " replays, updated_at, delivered_at FROM deliveries WHERE command_id = ? ORDER BY provider",
             (command_id,),
         ).fetchall()
@@ -389,6 +414,7 @@ class EmbeddedStore:
                     "provider": d["provider"],
                     "status": d["status"],
                     "attempts": d["attempts"],
+                    "polls": d["polls"],
                     "next_attempt_at": _iso(d["next_attempt_at"]) if d["status"] in OPEN_STATUSES else None,
                     "last_error": d["last_error"],
                     "error_stage": d["error_stage"],
@@ -452,7 +478,7 @@ class EmbeddedStore:
                 wanted = [p for p in routed if provider in (None, p)]
                 self._add_deliveries(db, row["seq"], command, wanted, now)
             sql = (
-                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, replays = replays + 1,"
+                "UPDATE deliveries SET status = 'pending', attempts = 0, polls = 0, next_attempt_at = ?, replays = replays + 1,"
                 " updated_at = ? WHERE command_id = ? AND status = 'dead_lettered'"
             )
             params: list[Any] = [now, now, command_id]

@@ -3,7 +3,8 @@ limit, and serving a Flask app on a loopback port in a thread (tests, demo, benc
 
 Control endpoints live under `/_sim/` so they never collide with a provider path:
 `GET /_sim/calls`, `POST /_sim/reset`, `POST /_sim/faults` (`{"path": "...", "status": 500,
-"count": 2}`), `POST /_sim/latency` (`{"seconds": 0.05}`), `POST /_sim/leads` (seed leads).
+"count": 2, "body": {...}, "headers": {...}, "delay_seconds": 0}`), `POST /_sim/latency`
+(`{"seconds": 0.05}`), `POST /_sim/leads` (seed leads).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -41,6 +43,15 @@ class SlidingWindowLimit:
             hits.append(now)
             return True, 0.0
 
+    def usage(self, key: str) -> tuple[int, float]:
+        """(calls in the current window, seconds until the oldest of them leaves it)."""
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits[key]
+            while hits and hits[0] <= now - self.per_seconds:
+                hits.popleft()
+            return len(hits), (hits[0] + self.per_seconds - now) if hits else 0.0
+
     def reset(self) -> None:
         with self._lock:
             self._hits.clear()
@@ -53,6 +64,7 @@ class Fault:
     count: int
     body: Any = None
     delay_seconds: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +102,19 @@ class SimulatorState:
         return None
 
 
+def serve_fault(state: SimulatorState, default_body: Any) -> tuple[Response, int] | None:
+    """Answer with a programmed fault for this path, if one is armed."""
+    fault = state.take_fault(request.path)
+    if fault is None:
+        return None
+    if fault.delay_seconds:
+        time.sleep(fault.delay_seconds)
+    state.record(fault.status)
+    answer = jsonify(fault.body if fault.body is not None else default_body)
+    answer.headers.update(fault.headers)
+    return answer, fault.status
+
+
 def add_control_routes(
     app: Flask, state: SimulatorState, reset_extra: Any = None, seed_leads: Any = None
 ) -> None:
@@ -124,6 +149,7 @@ def add_control_routes(
                     count=int(spec.get("count", 1)),
                     body=spec.get("body"),
                     delay_seconds=float(spec.get("delay_seconds", 0)),
+                    headers=dict(spec.get("headers") or {}),
                 )
             )
         return jsonify({"ok": True})
@@ -133,6 +159,55 @@ def add_control_routes(
         @app.post("/_sim/leads")
         def sim_leads() -> Response:
             return jsonify(seed_leads(request.get_json(force=True)))
+
+
+class LeadStore(Protocol):
+    lock: threading.Lock
+    leads: dict[str, Any]
+
+    def add(self, fields: dict[str, Any]) -> str: ...
+
+
+def simulator_app(
+    name: str,
+    store: LeadStore,
+    rate_limit: tuple[int | None, float],
+    fault_body: Any,
+    on_reset: Callable[[], None] | None = None,
+) -> tuple[Flask, SimulatorState, SlidingWindowLimit]:
+    """A simulator's Flask app with what every simulator shares: the control routes, seeding,
+    reset, and a first gate that adds latency and serves programmed faults. The provider's
+    own gate (auth, limit) runs next and should pass `is_control_request()` through."""
+    app = Flask(name)
+    state = SimulatorState()
+    limit = SlidingWindowLimit(rate_limit[0], rate_limit[1])
+    app.extensions.update(sim_state=state, sim_store=store, sim_limit=limit)
+
+    def seed(leads: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"ids": [store.add(lead) for lead in leads]}
+
+    def reset() -> None:
+        limit.reset()
+        if on_reset:
+            on_reset()
+        with store.lock:
+            store.leads.clear()
+
+    add_control_routes(app, state, reset_extra=reset, seed_leads=seed)
+
+    @app.before_request
+    def latency_and_faults() -> Any:
+        if is_control_request():
+            return None
+        if state.latency_seconds:
+            time.sleep(state.latency_seconds)
+        return serve_fault(state, fault_body)
+
+    return app, state, limit
+
+
+def is_control_request() -> bool:
+    return request.path.startswith("/_sim/")
 
 
 class ServedApp:

@@ -7,20 +7,21 @@
 - wrong keys: 401; malformed body or an attribute the lead schema does not have: 400;
   unknown path: 404; over 25 calls in any 5 s per access key: 429; an unknown leadId:
   500 with an `MX*Exception` (how the real API reports business errors).
-Every call is recorded (`GET /_sim/calls`).
+Every call is recorded (`GET /_sim/calls`). The Async API (`/lead/update`, its status and
+metrics) is served by the same app: see `simulators/leadsquared_async.py`.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
-import time
 import uuid
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from handlers.simulators.common import SimulatorState, SlidingWindowLimit, add_control_routes
+from handlers.simulators.common import is_control_request, simulator_app
+from handlers.simulators.leadsquared_async import add_async_routes
 
 # The lead schema the simulator accepts: standard fields plus the custom ones we map to.
 KNOWN_ATTRIBUTES = {
@@ -63,42 +64,23 @@ def create_leadsquared_simulator(
     rate_limit: tuple[int | None, float] = (25, 5.0),
     async_api_key: str = "sim-async-api-key",
 ) -> Flask:
-    app = Flask("leadsquared-simulator")
-    state = SimulatorState()
     store = LeadSquaredStore()
-    limit = SlidingWindowLimit(rate_limit[0], rate_limit[1])
-    app.extensions["sim_state"] = state
-    app.extensions["sim_store"] = store
-    app.extensions["sim_limit"] = limit
+    app, state, limit = simulator_app(
+        "leadsquared-simulator",
+        store,
+        rate_limit,
+        {"Status": "Error", "ExceptionType": "SimulatedFault", "ExceptionMessage": "fault"},
+        on_reset=lambda: async_queue.reset(),
+    )
     app.config["ASYNC_API_KEY"] = async_api_key
-
-    def seed(leads: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"ids": [store.add(lead) for lead in leads]}
-
-    def reset() -> None:
-        limit.reset()
-        with store.lock:
-            store.leads.clear()
-
-    add_control_routes(app, state, reset_extra=reset, seed_leads=seed)
+    async_queue = add_async_routes(
+        app, state, store, KNOWN_ATTRIBUTES, (access_key, secret_key), async_api_key
+    )
 
     @app.before_request
     def gate() -> Any:
-        if request.path.startswith("/_sim/"):
+        if is_control_request():
             return None
-        if state.latency_seconds:
-            time.sleep(state.latency_seconds)
-        fault = state.take_fault(request.path)
-        if fault:
-            if fault.delay_seconds:
-                time.sleep(fault.delay_seconds)
-            state.record(fault.status)
-            body = fault.body or {
-                "Status": "Error",
-                "ExceptionType": "SimulatedFault",
-                "ExceptionMessage": "fault",
-            }
-            return jsonify(body), fault.status
         if request.path.startswith(BASE):
             if request.args.get("accessKey") != access_key or request.args.get("secretKey") != secret_key:
                 state.record(401)

@@ -12,10 +12,11 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any, ClassVar
 
-from marshmallow import EXCLUDE, Schema, fields
+from marshmallow import fields
 
 from service.sources.base import AuthenticationFailed, InboundRequest
 from service.sources.common import (
+    LooseSchema,
     check_fresh,
     field_map_setting,
     hex_matches,
@@ -33,23 +34,18 @@ from service.sources.sender import SenderAdapter
 TOLERANCE_SECONDS = 180
 
 
-class _Loose(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-
-class QuestionAnswer(_Loose):
+class QuestionAnswer(LooseSchema):
     question = fields.String(required=True)
     answer = fields.Raw(load_default=None)
 
 
-class ScheduledEvent(_Loose):
+class ScheduledEvent(LooseSchema):
     uri = fields.String(load_default=None)
     name = fields.String(load_default=None, allow_none=True)
     start_time = fields.String(load_default=None, allow_none=True)
 
 
-class Invitee(_Loose):
+class Invitee(LooseSchema):
     uri = fields.String(required=True)
     email = fields.String(load_default=None, allow_none=True)
     name = fields.String(load_default=None, allow_none=True)
@@ -65,7 +61,7 @@ class Invitee(_Loose):
     scheduled_event = fields.Nested(ScheduledEvent, load_default=None, allow_none=True)
 
 
-class CalendlyEvent(_Loose):
+class CalendlyEvent(LooseSchema):
     event = fields.String(required=True)
     created_at = fields.AwareDateTime(load_default=None, default_timezone=UTC)
     payload = fields.Dict(required=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from service.command import (
     CANONICAL_FIELDS,
@@ -29,6 +29,13 @@ from service.command import (
 from service.sources.base import AuthenticationFailed, InboundRequest, PayloadInvalid, UnsupportedMediaType
 
 # ---- config fields ------------------------------------------------------------------------
+
+
+class LooseSchema(Schema):
+    """Vendors add fields over time: validate what we read, ignore the rest."""
+
+    class Meta:
+        unknown = EXCLUDE
 
 
 def field_map_setting() -> fields.Dict:

@@ -15,6 +15,7 @@ from marshmallow import EXCLUDE, Schema, fields
 
 from service.sources.base import AuthenticationFailed, InboundRequest
 from service.sources.common import (
+    LooseSchema,
     field_map_setting,
     load_json,
     load_with,
@@ -31,13 +32,13 @@ class _Loose(Schema):
         unknown = EXCLUDE  # Google: "ignore fields you do not recognise" (forward compatibility)
 
 
-class Column(_Loose):
+class Column(LooseSchema):
     column_id = fields.String(load_default=None)
     column_name = fields.String(load_default=None)
     string_value = fields.String(load_default=None)
 
 
-class GoogleLead(_Loose):
+class GoogleLead(LooseSchema):
     lead_id = fields.String(required=True)
     google_key = fields.String(required=True)
     api_version = fields.String(load_default=None)

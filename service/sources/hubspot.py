@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from service.command import LeadIdentity
 from service.config import StringList
@@ -36,6 +36,7 @@ from service.sources.base import (
     UpstreamUnavailable,
 )
 from service.sources.common import (
+    LooseSchema,
     b64_matches,
     check_fresh,
     field_map_setting,
@@ -69,12 +70,7 @@ IDENTITY_PROPERTIES = ("email", "phone", "mobilephone")
 DEAL_PROPERTIES = ("dealstage", "amount")
 
 
-class _Loose(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-
-class CrmEvent(_Loose):
+class CrmEvent(LooseSchema):
     eventId = fields.String(required=True)  # noqa: N815 - HubSpot's keys
     subscriptionId = fields.String(load_default="")  # noqa: N815
     portalId = fields.String(required=True)  # noqa: N815
@@ -95,7 +91,7 @@ class CrmEvent(_Loose):
             raise ValidationError("subscriptionType or eventType is required", "subscriptionType")
 
 
-class WorkflowContact(_Loose):
+class WorkflowContact(LooseSchema):
     vid = fields.String(load_default=None)
     portal_id = fields.String(data_key="portal-id", load_default=None)
     properties = fields.Dict(keys=fields.String(), values=fields.Raw(), required=True)

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from marshmallow import EXCLUDE, Schema, fields
+from marshmallow import fields
 
 from service.sources.base import AuthenticationFailed, InboundRequest, UpstreamUnavailable
 from service.sources.common import (
+    LooseSchema,
     field_map_setting,
     from_unix,
     hex_matches,
@@ -53,12 +54,7 @@ def graph_classifier(status: int, body: Any) -> Verdict:
     return Verdict.FAILED
 
 
-class _Loose(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-
-class LeadgenValue(_Loose):
+class LeadgenValue(LooseSchema):
     leadgen_id = fields.String(required=True)
     page_id = fields.String(load_default=None)
     form_id = fields.String(load_default=None)
@@ -67,18 +63,18 @@ class LeadgenValue(_Loose):
     created_time = fields.Integer(load_default=None)
 
 
-class Change(_Loose):
+class Change(LooseSchema):
     field = fields.String(required=True)
     value = fields.Dict(load_default=dict)
 
 
-class Entry(_Loose):
+class Entry(LooseSchema):
     id = fields.String(load_default=None)
     time = fields.Integer(load_default=None)
     changes = fields.List(fields.Nested(Change), load_default=list)
 
 
-class Notification(_Loose):
+class Notification(LooseSchema):
     object = fields.String(required=True)
     entry = fields.List(fields.Nested(Entry), required=True)
 

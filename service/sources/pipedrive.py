@@ -19,11 +19,12 @@ import binascii
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from marshmallow import EXCLUDE, Schema, fields
+from marshmallow import fields
 
 from service.command import LeadIdentity
 from service.sources.base import AuthenticationFailed, InboundRequest, UpstreamUnavailable
 from service.sources.common import (
+    LooseSchema,
     field_map_setting,
     from_unix,
     identity_from,
@@ -42,12 +43,7 @@ from service.sources.sender import SenderAdapter, Skip
 DEFAULT_API = "https://api.pipedrive.com"
 
 
-class _Loose(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-
-class Meta(_Loose):
+class Meta(LooseSchema):
     action = fields.String(required=True)
     entity = fields.String(required=True)
     id = fields.Raw(required=True)
@@ -56,7 +52,7 @@ class Meta(_Loose):
     version = fields.String(load_default=None)
 
 
-class PipedriveEvent(_Loose):
+class PipedriveEvent(LooseSchema):
     meta = fields.Nested(Meta, required=True)
     data = fields.Dict(load_default=None, allow_none=True)
     previous = fields.Dict(load_default=None, allow_none=True)

@@ -13,10 +13,11 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any, ClassVar
 
-from marshmallow import EXCLUDE, Schema, fields
+from marshmallow import fields
 
 from service.sources.base import AuthenticationFailed, InboundRequest
 from service.sources.common import (
+    LooseSchema,
     b64_matches,
     field_map_setting,
     hmac_sha256,
@@ -54,18 +55,13 @@ ANSWER_VALUE = {
 }
 
 
-class _Loose(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-
-class AnswerField(_Loose):
+class AnswerField(LooseSchema):
     id = fields.String(load_default=None)
     ref = fields.String(load_default=None)
     type = fields.String(load_default=None)
 
 
-class Answer(_Loose):
+class Answer(LooseSchema):
     type = fields.String(required=True)
     field = fields.Nested(AnswerField, required=True)
     text = fields.Raw()
@@ -81,7 +77,7 @@ class Answer(_Loose):
     payment = fields.Dict()
 
 
-class FormResponse(_Loose):
+class FormResponse(LooseSchema):
     form_id = fields.String(required=True)
     token = fields.String(load_default=None)
     submitted_at = fields.AwareDateTime(load_default=None, default_timezone=UTC)
@@ -90,7 +86,7 @@ class FormResponse(_Loose):
     answers = fields.List(fields.Nested(Answer), load_default=list)
 
 
-class TypeformEvent(_Loose):
+class TypeformEvent(LooseSchema):
     event_id = fields.String(required=True)
     event_type = fields.String(required=True)
     form_response = fields.Nested(FormResponse, load_default=None)

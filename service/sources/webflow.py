@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any, ClassVar
 
-from marshmallow import EXCLUDE, Schema, fields
+from marshmallow import fields
 
 from service.sources.base import AuthenticationFailed, InboundRequest
 from service.sources.common import (
+    LooseSchema,
     check_fresh,
     field_map_setting,
     hex_matches,
@@ -31,12 +32,7 @@ from service.sources.sender import SenderAdapter
 TOLERANCE_SECONDS = 300
 
 
-class _Loose(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-
-class SubmissionPayload(_Loose):
+class SubmissionPayload(LooseSchema):
     id = fields.String(load_default=None)
     name = fields.String(load_default=None)
     siteId = fields.String(load_default=None)  # noqa: N815 - the vendor's key
@@ -45,7 +41,7 @@ class SubmissionPayload(_Loose):
     data = fields.Dict(keys=fields.String(), load_default=dict)
 
 
-class WebflowEvent(_Loose):
+class WebflowEvent(LooseSchema):
     triggerType = fields.String(required=True)  # noqa: N815
     payload = fields.Nested(SubmissionPayload, required=True)
 
