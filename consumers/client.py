@@ -89,7 +89,9 @@ def ensure_topics(config: Config, names: list[str], timeout_ms: int = 10000) -> 
     kafka = config["kafka"]
     if not kafka["auto_create_topics"]:
         return
-    admin = KafkaAdminClient(**connection_settings(config), request_timeout_ms=timeout_ms)
+    admin = KafkaAdminClient(
+        **connection_settings(config), request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms
+    )
     try:
         existing = set(admin.list_topics())
         missing = [n for n in dict.fromkeys(names) if n not in existing]
@@ -136,7 +138,9 @@ class BrokerCheck:
             try:
                 if self._admin is None:
                     self._admin = KafkaAdminClient(
-                        **connection_settings(self.config), request_timeout_ms=self.timeout_ms
+                        **connection_settings(self.config),
+                        request_timeout_ms=self.timeout_ms,
+                        bootstrap_timeout_ms=self.timeout_ms,  # a probe must answer fast
                     )
                 self._admin.describe_cluster()
             except KafkaError as exc:
