@@ -219,18 +219,7 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
                 if tp in assigned:
                     self.consumer.seek(tp, offset)
             self.consumer.resume(*[tp for tp in assigned if tp not in self.resume_at])
-            self._observe_lag(batch)
-
-    def _observe_lag(self, batch: Batch) -> None:
-        """Lag per partition from the high watermark the last fetch reported (no extra request)."""
-        assert self.consumer is not None
-        for tp in batch.partitions():
-            highwater = self.consumer.highwater(tp)
-            last = max(i.offset for i in batch.items if i.tp == tp)
-            if highwater is not None:
-                metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                    max(0, highwater - last - 1)
-                )
+            metrics.observe_consumer_lag(self.consumer)
 
     def _register(self, batch: Batch) -> None:
         """Event log entries for commands this dispatcher sees first (produced directly)."""
@@ -315,6 +304,7 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
         log.info("kafka dispatcher started", extra={"owner": self.owner, "concurrency": self.concurrency})
         try:
             while not self.stopping.is_set():
+                metrics.heartbeat()  # liveness: the worker port's /healthz fails if this stops
                 self._resume_due()
                 records = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
                 if records:

@@ -145,9 +145,11 @@ class SourceTopicConsumer:
         log.info("source consumer started", extra={"topic": self.topic, "format": self.adapter.name})
         try:
             while not self.stopping.is_set():
+                metrics.heartbeat()  # liveness: the worker port's /healthz fails if this stops
                 records = self.consumer.poll(timeout_ms=self.config["kafka"]["consumer"]["poll_timeout_ms"])
                 if records:
                     self.process(records)
+                    metrics.observe_consumer_lag(self.consumer)
         finally:
             try:
                 self.consumer.close(autocommit=False, timeout_ms=5000)

@@ -215,8 +215,12 @@ def _distributed_config(args: argparse.Namespace, what: str) -> Config:
 
 
 def _serve_own_metrics(config: Config, port: int | None) -> None:
-    from service.metrics import serve_metrics
+    """The worker's own port: /metrics, /healthz (its loop turns), /readyz (broker, Redis)."""
+    from service.metrics import add_readiness_check, serve_metrics
+    from service.runtime import distributed_readiness_checks
 
+    for name, check in distributed_readiness_checks(config).items():
+        add_readiness_check(name, check)
     try:
         if port is not None:
             serve_metrics(port)

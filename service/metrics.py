@@ -166,17 +166,15 @@ def serve_metrics(port: int, addr: str | None = None) -> ThreadingWSGIServer | N
 
 def observe_consumer_lag(consumer: Any) -> dict[tuple[str, int], int]:
     """Set `leadrelay_kafka_consumer_lag` for every partition a kafka-python consumer holds:
-    log-end offset minus the consumer's position. Returns the lags it set."""
-    partitions = list(consumer.assignment())
-    if not partitions:
-        return {}
-    ends = consumer.end_offsets(partitions)
+    the high watermark its last fetch reported minus its position (no extra request, so it
+    can run after every poll). Partitions not fetched yet are left out. Returns the lags."""
     lags: dict[tuple[str, int], int] = {}
-    for tp in partitions:
-        position = consumer.position(tp)
-        if position is None or tp not in ends:
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        position = consumer.position(tp) if highwater is not None else None
+        if position is None:
             continue
-        lag = max(0, int(ends[tp]) - int(position))
+        lag = max(0, int(highwater) - int(position))
         CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
         lags[(tp.topic, tp.partition)] = lag
     return lags

@@ -48,8 +48,15 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def build_distributed_runtime(config: Config) -> Runtime:
+def distributed_readiness_checks(config: Config, client: redis.Redis | None = None) -> dict[str, Any]:
+    """What a distributed process needs to take work: the broker and Redis answering."""
     from consumers.client import BrokerCheck
+
+    client = client or redis_client(config)
+    return {"kafka": BrokerCheck(config), "redis": lambda: client.ping()}
+
+
+def build_distributed_runtime(config: Config) -> Runtime:
     from consumers.command_queue import KafkaCommandQueue
 
     client = redis_client(config)
@@ -67,7 +74,7 @@ def build_distributed_runtime(config: Config) -> Runtime:
         queue=queue,
         ingestor=Ingestor(config, dedup, queue),
         adapters=build_adapters(config),
-        extras={"readiness_checks": {"kafka": BrokerCheck(config), "redis": lambda: client.ping()}},
+        extras={"readiness_checks": distributed_readiness_checks(config, client)},
     )
 
 

