@@ -211,21 +211,7 @@ class RedisEventStore:
 
     def register(self, command: LeadUpdateCommand, received_at: float | None = None) -> None:
         """Record a command in the event log (idempotent: the first call wins)."""
-        self._call(
-            lambda: self._register(
-                keys=[self.event_key(command.command_id), self.prefix + "seq", self.prefix + "events"],
-                args=[
-                    command.to_json(),
-                    command.lead_key,
-                    command.source,
-                    command.event_type,
-                    command.occurred_at.isoformat(),
-                    received_at or time.time(),
-                    self.ttl,
-                    command.command_id,
-                ],
-            )
-        )
+        self.register_many([(command, received_at or time.time())])
 
     def register_many(self, commands: list[tuple[LeadUpdateCommand, float]]) -> None:
         """`register` for a whole batch in one pipelined round trip."""
