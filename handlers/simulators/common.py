@@ -174,10 +174,12 @@ def simulator_app(
     rate_limit: tuple[int | None, float],
     fault_body: Any,
     on_reset: Callable[[], None] | None = None,
+    error: Callable[[int, str, str], Any] | None = None,
 ) -> tuple[Flask, SimulatorState, SlidingWindowLimit]:
     """A simulator's Flask app with what every simulator shares: the control routes, seeding,
     reset, and a first gate that adds latency and serves programmed faults. The provider's
-    own gate (auth, limit) runs next and should pass `is_control_request()` through."""
+    own gate (auth, limit) runs next and should pass `is_control_request()` through.
+    `error(status, code, message)` renders unknown paths and methods in the provider's shape."""
     app = Flask(name)
     state = SimulatorState()
     limit = SlidingWindowLimit(rate_limit[0], rate_limit[1])
@@ -202,6 +204,18 @@ def simulator_app(
         if state.latency_seconds:
             time.sleep(state.latency_seconds)
         return serve_fault(state, fault_body)
+
+    if error is not None:
+
+        @app.errorhandler(404)
+        def not_found(_: Any) -> Any:
+            state.record(404)
+            return error(404, "NOT_FOUND", "Not found")
+
+        @app.errorhandler(405)
+        def not_allowed(_: Any) -> Any:
+            state.record(405)
+            return error(405, "METHOD_NOT_ALLOWED", "Method not allowed")
 
     return app, state, limit
 

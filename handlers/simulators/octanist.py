@@ -116,6 +116,7 @@ def create_octanist_simulator(
         store,
         rate_limit,
         {"success": False, "error": {"code": "INTERNAL_ERROR", "message": "Server error"}},
+        error=_error,
     )
 
     @app.before_request
@@ -185,15 +186,5 @@ def create_octanist_simulator(
             return _error(404, "NOT_FOUND", "Lead not found")
         state.record(200)
         return jsonify({"success": True, "data": lead, "meta": _meta()})
-
-    @app.errorhandler(404)
-    def not_found(_: Any) -> Any:
-        state.record(404)
-        return _error(404, "NOT_FOUND", "Not found")
-
-    @app.errorhandler(405)
-    def not_allowed(_: Any) -> Any:
-        state.record(405)
-        return _error(405, "METHOD_NOT_ALLOWED", "Method not allowed")
 
     return app

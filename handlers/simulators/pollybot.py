@@ -124,6 +124,7 @@ def create_pollybot_simulator(
         store,
         rate_limit,
         {"success": False, "error": "Internal error", "code": "INTERNAL_ERROR"},
+        error=_error,
     )
 
     def rate_headers(used: int, reset_in: float) -> dict[str, str]:
@@ -263,15 +264,5 @@ def create_pollybot_simulator(
                 },
             }
         )
-
-    @app.errorhandler(404)
-    def not_found(_: Any) -> Any:
-        state.record(404)
-        return _error(404, "NOT_FOUND", "Not found")
-
-    @app.errorhandler(405)
-    def not_allowed(_: Any) -> Any:
-        state.record(405)
-        return _error(405, "METHOD_NOT_ALLOWED", "Method not allowed")
 
     return app

@@ -110,3 +110,15 @@ def test_octanist_contract() -> None:
         assert ok.status_code == 200 and ok.json()["data"]["leadsUpdated"] == 1
     finally:
         served.stop()
+
+
+def test_unknown_paths_and_methods_answer_in_each_providers_shape() -> None:
+    from handlers.simulators.octanist import create_octanist_simulator
+    from handlers.simulators.pollybot import create_pollybot_simulator
+
+    polly = create_pollybot_simulator(api_key="k").test_client()
+    answer = polly.get("/api/v9/nope", headers={"Authorization": "Bearer k"})
+    assert answer.status_code == 404 and answer.get_json()["code"] == "NOT_FOUND"
+    octanist = create_octanist_simulator(api_key="k").test_client()
+    answer = octanist.delete("/api/leads", headers={"X-API-KEY": "k"})
+    assert answer.status_code == 405 and answer.get_json()["error"]["code"] == "METHOD_NOT_ALLOWED"
