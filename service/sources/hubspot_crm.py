@@ -44,14 +44,7 @@ class HubSpotCrm:
         self, object_type: str, ids: list[str], properties: list[str], deadline: float
     ) -> dict[str, dict[str, Any]]:
         """id -> properties, from the cache or `POST /crm/v3/objects/<type>/batch/read`."""
-        found: dict[str, dict[str, Any]] = {}
-        missing = []
-        for object_id in ids:
-            cached = self.api.cache.get(f"{object_type}:{object_id}")
-            if cached is not None:
-                found[object_id] = cached
-            else:
-                missing.append(object_id)
+        found, missing = self._split_cached(object_type, ids)
         for start in range(0, len(missing), BATCH_LIMIT):
             chunk = missing[start : start + BATCH_LIMIT]
             body = self._call(
@@ -65,16 +58,21 @@ class HubSpotCrm:
                 self.api.cache.put(f"{object_type}:{result.get('id')}", props)
         return found
 
+    def _split_cached(self, kind: str, ids: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """(what the cache already holds by id, the ids still to fetch)."""
+        found: dict[str, Any] = {}
+        missing = []
+        for object_id in ids:
+            cached = self.api.cache.get(f"{kind}:{object_id}")
+            if cached is not None:
+                found[object_id] = cached
+            else:
+                missing.append(object_id)
+        return found, missing
+
     def deal_contacts(self, deal_ids: list[str], deadline: float) -> dict[str, str]:
         """deal id -> its first associated contact id (`POST /crm/v4/associations/deal/contact/batch/read`)."""
-        out: dict[str, str] = {}
-        missing = []
-        for deal_id in deal_ids:
-            cached = self.api.cache.get(f"deal_contact:{deal_id}")
-            if cached is not None:
-                out[deal_id] = cached
-            else:
-                missing.append(deal_id)
+        out, missing = self._split_cached("deal_contact", deal_ids)
         for start in range(0, len(missing), BATCH_LIMIT):
             chunk = missing[start : start + BATCH_LIMIT]
             body = self._call(
