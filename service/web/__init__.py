@@ -1,0 +1,1 @@
+"""The web layer: the Flask app, webhook routes, admin API, health, OpenAPI and the operator console."""
