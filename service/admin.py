@@ -1,19 +1,20 @@
-"""The admin API: the event log and replay, behind a bearer token (`server.admin_token`)."""
+"""The admin API: the event log, replay (one or by filter) and the overview, behind a bearer token (`server.admin_token`)."""
 
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
 from service.runtime import Runtime
+from service.web.event_filters import parse_event_filter
 from service.webhooks import error_response
 
 admin = Blueprint("admin", __name__, url_prefix="/v1")
 
 SQLITE_MAX_INT = 2**63 - 1
-EVENT_STATUSES = ("pending", "in_flight", "polling", "delivered", "dead_lettered")
 
 
 def _runtime() -> Runtime:
@@ -34,21 +35,43 @@ def require_token() -> Any:
 
 @admin.get("/events")
 def list_events() -> Any:
-    status = request.args.get("status")
-    if status and status not in EVENT_STATUSES:
-        return error_response(
-            400, "VALIDATION_ERROR", "bad query", {"status": [f"must be one of {', '.join(EVENT_STATUSES)}"]}
-        )
+    event_filter, errors = parse_event_filter(request.args)
     try:
         limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
         # Clamped to SQLite's INTEGER range: a larger cursor is simply "after everything".
         after = min(max(int(request.args.get("after", 0)), 0), SQLITE_MAX_INT)
     except ValueError:
-        return error_response(400, "VALIDATION_ERROR", "bad query", {"limit": ["must be an integer"]})
-    events = _runtime().store.list_events(
-        status=status, provider=request.args.get("provider"), limit=limit, after_seq=after
-    )
+        errors["limit"] = ["limit and after must be integers"]
+    if errors:
+        return error_response(400, "VALIDATION_ERROR", "bad query", errors)
+    events = _runtime().store.list_events(event_filter, limit=limit, after_seq=after)
     return jsonify({"events": events, "next_after": events[-1]["seq"] if events else after})
+
+
+@admin.post("/events/replay")
+def replay_matching() -> Any:
+    """Bulk replay of the dead letters a filter matches; `dry_run` only counts them."""
+    body = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(body, dict):
+        return error_response(400, "VALIDATION_ERROR", "the body must be a JSON object")
+    arguments = {**request.args.to_dict(), **{k: str(v) for k, v in body.items() if v is not None}}
+    event_filter, errors = parse_event_filter(arguments)
+    dry_run = str(arguments.get("dry_run", "false")).lower() in ("1", "true", "yes")
+    if errors:
+        return error_response(400, "VALIDATION_ERROR", "bad filter", errors)
+    store = _runtime().store
+    if not hasattr(store, "replay_matching"):
+        return error_response(501, "NOT_AVAILABLE", "bulk replay needs the SQL state store in this mode")
+    counts = store.replay_matching(event_filter, dry_run=dry_run)
+    return jsonify({"dry_run": dry_run, **counts}), 200 if dry_run or not counts["deliveries"] else 202
+
+
+@admin.get("/overview")
+def overview() -> Any:
+    store = _runtime().store
+    if not hasattr(store, "overview"):
+        return error_response(501, "NOT_AVAILABLE", "the overview needs the SQL state store in this mode")
+    return jsonify(store.overview(time.time()))
 
 
 @admin.get("/events/<path:command_id>")

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
-from service.admin import EVENT_STATUSES
+from service.web.event_filters import EVENT_STATUSES
 
 openapi = Blueprint("openapi", __name__)
 

@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from service.command import LeadUpdateCommand
+from service.domain.state import EventFilter
 from service.ratelimit import SAFETY_MARGIN_SECONDS
 from service.redact import redact_obj
 from service.store import OPEN_STATUSES, _iso, _overall_status
@@ -417,8 +418,10 @@ class RedisEventStore:
         }
 
     def list_events(
-        self, status: str | None = None, provider: str | None = None, limit: int = 100, after_seq: int = 0
+        self, event_filter: EventFilter | None = None, limit: int = 100, after_seq: int = 0
     ) -> list[dict[str, Any]]:
+        wanted = event_filter or EventFilter()
+        status, provider = wanted.status, wanted.provider
         rows: list[dict[str, Any]] = []
         cursor = after_seq
         index = self.prefix + "events"
@@ -441,6 +444,8 @@ class RedisEventStore:
                     expired.append(member)  # the event's TTL ran out: drop it from the index
                     continue
                 command = json.loads(raw[b"command"])
+                if not _command_matches(wanted, command, raw):
+                    continue
                 deliveries = self._deliveries(raw)
                 for name in command.get("providers") or []:
                     deliveries.setdefault(name, {"status": "pending", "attempts": 0})
@@ -454,6 +459,7 @@ class RedisEventStore:
                             "source": raw.get(b"source", b"").decode(),
                             "event_type": raw.get(b"event_type", b"").decode(),
                             "lead_key": raw.get(b"lead_key", b"").decode(),
+                            "lead": command.get("lead"),
                             "received_at": _iso(float(raw[b"received_at"]))
                             if b"received_at" in raw
                             else None,
@@ -499,3 +505,21 @@ class RedisEventStore:
             self._call(lambda: self.client.hset(self.event_key(command_id), "command", command.to_json()))
         self.requeue(command)
         return sorted(wanted)
+
+
+def _command_matches(wanted: EventFilter, command: dict[str, Any], raw: dict[bytes, bytes]) -> bool:
+    """The command-level parts of an event filter (source, type, lead, received time)."""
+    if wanted.source and command.get("source") != wanted.source:
+        return False
+    if wanted.event_type and command.get("event_type") != wanted.event_type:
+        return False
+    if wanted.lead:
+        lead = wanted.lead.strip()
+        identities = command.get("lead") or {}
+        if lead.lower() != identities.get("email") and lead.replace(" ", "") != identities.get("phone"):
+            if lead != identities.get("id") and lead != raw.get(b"lead_key", b"").decode():
+                return False
+    received = float(raw.get(b"received_at") or 0)
+    if wanted.since is not None and received < wanted.since:
+        return False
+    return wanted.until is None or received < wanted.until

@@ -21,6 +21,9 @@ from typing import Any
 
 from service.command import LeadUpdateCommand
 from service.redact import redact_obj
+from service.store_console import OPEN_STATUSES, EventLogQueries
+from service.store_console import iso_time as _iso
+from service.store_console import overall_status as _overall_status
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS commands (
@@ -67,8 +70,6 @@ CREATE TABLE IF NOT EXISTS dedup (
 );
 """
 
-OPEN_STATUSES = ("pending", "in_flight", "polling")
-
 
 @dataclass
 class Delivery:
@@ -95,7 +96,7 @@ class DeliveryGroup:
         return [d.command.command_id for d in self.deliveries]
 
 
-class EmbeddedStore:
+class EmbeddedStore(EventLogQueries):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +105,7 @@ class EmbeddedStore:
         self._lock_file = open(str(self.path) + ".write-lock", "a")  # noqa: SIM115 - lives as long as the store
         self.connection().executescript(SCHEMA)
         self._migrate()
+        self._create_console_tables()
 
     def _migrate(self) -> None:
         """Columns added after a database was first created."""
@@ -442,42 +444,8 @@ class EmbeddedStore:
                 }
                 for d in deliveries
             ],
+            "timeline": self.timeline(command_id),
         }
-
-    def list_events(
-        self, status: str | None = None, provider: str | None = None, limit: int = 100, after_seq: int = 0
-    ) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT c.seq, c.command_id, c.source, c.event_type, c.lead_key, c.received_at,"
-            " d.provider, d.status, d.attempts, d.last_error, d.error_stage, d.updated_at"
-            " FROM commands c JOIN deliveries d ON d.command_id = c.command_id WHERE c.seq > ?"
-        )
-        params: list[Any] = [after_seq]
-        if status:
-            sql += " AND d.status = ?"
-            params.append(status)
-        if provider:
-            sql += " AND d.provider = ?"
-            params.append(provider)
-        sql += " ORDER BY c.seq LIMIT ?"
-        params.append(limit)
-        return [
-            {
-                "seq": row["seq"],
-                "command_id": row["command_id"],
-                "source": row["source"],
-                "event_type": row["event_type"],
-                "lead_key": row["lead_key"],
-                "received_at": _iso(row["received_at"]),
-                "provider": row["provider"],
-                "status": row["status"],
-                "attempts": row["attempts"],
-                "last_error": row["last_error"],
-                "error_stage": row["error_stage"],
-                "updated_at": _iso(row["updated_at"]),
-            }
-            for row in self.connection().execute(sql, params).fetchall()
-        ]
 
     def replay(
         self, command_id: str, provider: str | None = None, routed: list[str] | None = None
@@ -524,19 +492,3 @@ class EmbeddedStore:
             "depth": float(row["depth"]),
             "oldest_age_seconds": (now - row["oldest"]) if row["oldest"] else 0.0,
         }
-
-
-def _overall_status(statuses: list[str]) -> str:
-    if not statuses:
-        return "unrouted"
-    if all(s == "delivered" for s in statuses):
-        return "delivered"
-    if any(s == "dead_lettered" for s in statuses):
-        return "dead_lettered"
-    return "pending"
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}Z"

@@ -1,0 +1,76 @@
+"""Figures for the console's overview: webhook outcomes per source read from the app's Prometheus
+counters (summed over gunicorn workers in multiprocess mode), and the bar geometry of the SVG charts."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+
+# Webhook outcomes that are a refusal of the request, shown as "rejected by reason".
+ACCEPTED_OUTCOMES = {"accepted", "duplicate", "ignored", "in_progress"}
+CHART_WIDTH = 600
+CHART_HEIGHT = 120
+
+
+def _collected() -> Any:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry.collect()
+    return REGISTRY.collect()
+
+
+def counter_totals(metric: str, *labels: str) -> dict[tuple[str, ...], float]:
+    """The `<metric>_total` samples of a counter summed by the given labels."""
+    totals: dict[tuple[str, ...], float] = defaultdict(float)
+    for family in _collected():
+        if family.name != metric:
+            continue
+        for sample in family.samples:
+            if sample.name == metric + "_total":
+                totals[tuple(sample.labels.get(label, "") for label in labels)] += sample.value
+    return dict(totals)
+
+
+def webhook_outcomes() -> dict[str, dict[str, Any]]:
+    """Per source: accepted, duplicates, ignored and the rejections by reason (401, 400, 415...)."""
+    sources: dict[str, dict[str, Any]] = {}
+    for (source, outcome), value in counter_totals(
+        "leadrelay_webhooks_received", "source", "outcome"
+    ).items():
+        entry = sources.setdefault(source, {"accepted": 0, "duplicate": 0, "ignored": 0, "rejected": {}})
+        if outcome in ("accepted", "duplicate", "ignored"):
+            entry[outcome] += int(value)
+        elif outcome not in ACCEPTED_OUTCOMES:
+            entry["rejected"][outcome] = entry["rejected"].get(outcome, 0) + int(value)
+    return sources
+
+
+def rate_limit_waits() -> dict[str, int]:
+    """Calls the shared limiter deferred per provider since this process started."""
+    return {
+        provider: int(value)
+        for (provider,), value in counter_totals("leadrelay_rate_limit_waits", "provider").items()
+    }
+
+
+def bars(series: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Bar rectangles (x, y, width, height) for one per-minute series, scaled to the chart box."""
+    peak = max((point[key] for point in series), default=0) or 1
+    width = CHART_WIDTH / max(len(series), 1)
+    rects = []
+    for index, point in enumerate(series):
+        height = round(point[key] / peak * (CHART_HEIGHT - 10), 1)
+        rects.append(
+            {
+                "x": round(index * width, 1),
+                "y": round(CHART_HEIGHT - height, 1),
+                "width": round(max(width - 1, 1), 1),
+                "height": height,
+                "label": f"{point['minute']}: {point[key]} {key}",
+            }
+        )
+    return {"rects": rects, "peak": peak, "total": sum(point[key] for point in series)}

@@ -1,0 +1,332 @@
+"""The console's pages and forms: sign-in, overview, events, event detail, dead letters with
+replay (one, or by filter after a dry run), and provider pause/resume."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from service.domain.state import EventFilter, ProviderControl
+from service.redact import redact_obj
+from service.web.console import auth, figures
+from service.web.event_filters import EVENT_STATUSES, FILTER_FIELDS, parse_event_filter
+
+console = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/console",
+    template_folder="templates",
+    static_folder="static",
+)
+
+PAGE_SIZE = 50
+PROGRESS_SCAN = 5000  # rows read to count a bulk replay's progress
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self';"
+        " frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+PUBLIC_ENDPOINTS = {"console.login", "console.static"}
+
+
+def _runtime() -> Any:
+    return current_app.extensions["leadrelay"]
+
+
+def _admin_token() -> str:
+    return _runtime().config["server"].get("admin_token") or ""
+
+
+def _store() -> Any:
+    return _runtime().store
+
+
+def _page(template: str, status: int = 200, **context: Any) -> Response:
+    """Render with every value passed through the redactor: nothing secret reaches a page."""
+    session = getattr(request, "console_session", None)
+    body = render_template(
+        f"console/{template}",
+        csrf_token=session["csrf"] if session else "",
+        signed_in=session is not None,
+        **redact_obj(context),
+    )
+    return make_response(body, status)
+
+
+@console.before_request
+def require_session() -> Any:
+    request.console_session = None  # type: ignore[attr-defined]
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if not _admin_token():
+        abort(403, "the console is off: set server.admin_token")
+    session = auth.session_of(_admin_token())
+    if session is None:
+        if request.method != "GET":
+            abort(401, "sign in to the console first")
+        return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
+    request.console_session = session  # type: ignore[attr-defined]
+    if request.method == "POST" and not auth.csrf_valid(session, request.form.get("csrf_token")):
+        abort(403, "missing or wrong CSRF token: reload the page and submit the form again")
+    return None
+
+
+@console.after_request
+def security_headers(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+# ---- sign-in ----------------------------------------------------------------------------
+
+
+def _safe_next(target: str | None) -> str:
+    # Only a path inside the console: never an open redirect to another site.
+    if target and target.startswith("/console/") and not target.startswith("//"):
+        return target
+    return url_for("console.overview")
+
+
+@console.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    admin_token = _admin_token()
+    if not admin_token:
+        abort(403, "the console is off: set server.admin_token")
+    error = None
+    status = 200
+    if request.method == "POST":
+        if not auth.login_form_token_valid(admin_token, request.form.get("csrf_token", "")):
+            abort(403, "missing or wrong CSRF token: reload the sign-in page")
+        if auth.token_matches(admin_token, request.form.get("token", "")):
+            response = redirect(_safe_next(request.form.get("next")))
+            auth.start_session(response, admin_token)
+            return response
+        error, status = "That token is not the admin token.", 401
+    response = make_response()
+    form_token = auth.login_form_token(response, admin_token)
+    response.set_data(
+        render_template(
+            "console/login.html",
+            csrf_token=form_token,
+            signed_in=False,
+            error=error,
+            next=_safe_next(request.values.get("next")),
+        )
+    )
+    response.status_code = status
+    return response
+
+
+@console.post("/logout")
+def logout() -> Any:
+    response = redirect(url_for("console.login"))
+    auth.end_session(response)
+    return response
+
+
+# ---- overview ---------------------------------------------------------------------------
+
+
+@console.get("/")
+def overview() -> Any:
+    store = _store()
+    if not hasattr(store, "overview"):
+        abort(501, "the overview needs the SQL state store in this mode")
+    data = store.overview(time.time())
+    config = _runtime().config
+    providers = {name: data["providers"].get(name, {}) for name in config.providers}
+    providers.update({name: stats for name, stats in data["providers"].items() if name not in providers})
+    webhooks = figures.webhook_outcomes()
+    sources = sorted(set(data["sources"]) | set(webhooks) | set(config.sources))
+    limits = {name: (p.get("rate_limit") or {}) for name, p in config.providers.items()}
+    return _page(
+        "overview.html",
+        providers=providers,
+        sources={name: {**data["sources"].get(name, {}), **webhooks.get(name, {})} for name in sources},
+        limits=limits,
+        waits=figures.rate_limit_waits(),
+        delivered_chart=figures.bars(data["series"], "delivered"),
+        failed_chart=figures.bars(data["series"], "failed"),
+        chart={"width": figures.CHART_WIDTH, "height": figures.CHART_HEIGHT},
+    )
+
+
+# ---- events -----------------------------------------------------------------------------
+
+
+def _filter_or_400() -> tuple[EventFilter, dict[str, str]]:
+    event_filter, errors = parse_event_filter(request.values)
+    if errors:
+        abort(400, "; ".join(f"{name}: {', '.join(problems)}" for name, problems in errors.items()))
+    values = {name: request.values.get(name, "").strip() for name in FILTER_FIELDS}
+    return event_filter, {name: value for name, value in values.items() if value}
+
+
+def _after() -> int:
+    try:
+        return max(int(request.args.get("after", 0)), 0)
+    except ValueError:
+        abort(400, "after: must be an integer")
+
+
+def _event_rows(template: str, forced_status: str | None = None) -> Response:
+    event_filter, values = _filter_or_400()
+    if forced_status:
+        event_filter = EventFilter(**{**event_filter.__dict__, "status": forced_status})
+    after = _after()
+    rows = _store().list_events(event_filter, limit=PAGE_SIZE + 1, after_seq=after)
+    # A page ends on a whole command (one row per provider), so the seq cursor loses nothing.
+    more = len(rows) > PAGE_SIZE
+    if more:
+        last_seq = rows[PAGE_SIZE - 1]["seq"]
+        rows = [row for row in rows if row["seq"] <= last_seq]
+    next_url = (
+        url_for(request.endpoint or "console.events") + "?" + urlencode({**values, "after": rows[-1]["seq"]})
+        if more and rows
+        else None
+    )
+    return _page(
+        template,
+        rows=rows,
+        values=values,
+        statuses=EVENT_STATUSES,
+        providers=sorted(_runtime().config.providers),
+        sources=sorted(_runtime().config.sources),
+        next_url=next_url,
+        first_url=url_for(request.endpoint or "console.events") + "?" + urlencode(values) if after else None,
+    )
+
+
+@console.get("/events")
+def events() -> Any:
+    return _event_rows("events.html")
+
+
+@console.get("/events/<path:command_id>")
+def event(command_id: str) -> Any:
+    found = _store().get_event(command_id)
+    if found is None:
+        abort(404, f"no event {command_id!r}")
+    return _page("event.html", event=found, replayed=request.args.get("replayed"))
+
+
+@console.post("/events/<path:command_id>/replay")
+def replay_event(command_id: str) -> Any:
+    runtime = _runtime()
+    found = runtime.store.get_event(command_id)
+    if found is None:
+        abort(404, f"no event {command_id!r}")
+    routed = (
+        runtime.config.route(found["source"], found["event_type"]) if found["status"] == "unrouted" else None
+    )
+    providers = runtime.store.replay(command_id, provider=request.form.get("provider") or None, routed=routed)
+    target = url_for("console.event", command_id=command_id, replayed=",".join(providers) or "none")
+    return redirect(target, code=303)
+
+
+# ---- dead letters and bulk replay -------------------------------------------------------
+
+
+@console.get("/dead-letters")
+def dead_letters() -> Any:
+    return _event_rows("dead_letters.html", forced_status="dead_lettered")
+
+
+@console.post("/dead-letters/replay")
+def replay_matching() -> Any:
+    """Step 1 (`confirm` absent): a dry run and a confirmation form; step 2: the replay itself."""
+    store = _store()
+    if not hasattr(store, "replay_matching"):
+        abort(501, "bulk replay needs the SQL state store in this mode")
+    event_filter, values = _filter_or_400()
+    event_filter = EventFilter(**{**event_filter.__dict__, "status": "dead_lettered"})
+    values.pop("status", None)
+    if request.form.get("confirm") != "yes":
+        counts = store.replay_matching(event_filter, dry_run=True)
+        return _page("replay_confirm.html", counts=counts, values=values)
+    counts = store.replay_matching(event_filter, dry_run=False)
+    query = urlencode({**values, "events": counts["events"], "deliveries": counts["deliveries"]})
+    return redirect(url_for("console.replay_progress") + "?" + query, code=303)
+
+
+@console.get("/dead-letters/progress")
+def replay_progress() -> Any:
+    """How far a bulk replay got: the matching deliveries by status, refreshed until none is open."""
+    event_filter, values = _filter_or_400()
+    for name in ("events", "deliveries"):
+        values.pop(name, None)
+    counts = dict.fromkeys(EVENT_STATUSES, 0)
+    for row in _store().list_events(event_filter, limit=PROGRESS_SCAN):
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    open_count = counts["pending"] + counts["in_flight"] + counts["polling"]
+    return _page(
+        "progress.html",
+        counts=counts,
+        open_count=open_count,
+        replayed={
+            "events": request.args.get("events", "0"),
+            "deliveries": request.args.get("deliveries", "0"),
+        },
+        values=values,
+        events_url=url_for("console.events") + "?" + urlencode(values),
+    )
+
+
+# ---- providers ----------------------------------------------------------------------------
+
+
+@console.get("/providers")
+def providers() -> Any:
+    store = _store()
+    controls = store.provider_controls() if hasattr(store, "provider_controls") else {}
+    stats = store.overview(time.time())["providers"] if hasattr(store, "overview") else {}
+    names = sorted(set(_runtime().config.providers) | set(controls))
+    rows = [
+        {
+            "name": name,
+            "control": (controls.get(name) or ProviderControl(provider=name)).__dict__,
+            "stats": stats.get(name, {}),
+            "type": _runtime().config.providers.get(name, {}).get("type", "?"),
+        }
+        for name in names
+    ]
+    return _page("providers.html", rows=rows, changed=request.args.get("changed"))
+
+
+@console.post("/providers/<name>/<action>")
+def control_provider(name: str, action: str) -> Any:
+    if action not in ("pause", "resume"):
+        abort(404, f"no action {action!r}: pause or resume")
+    store = _store()
+    if name not in _runtime().config.providers:
+        abort(404, f"no provider {name!r}")
+    if not hasattr(store, "put_provider_control"):
+        abort(501, "pausing needs the SQL state store in this mode")
+    control = store.provider_controls().get(name) or ProviderControl(provider=name)
+    control.paused = action == "pause"
+    reason = (request.form.get("reason") or "").strip()[:200]
+    if control.paused:
+        control.reason = reason or "paused from the console"
+    elif control.breaker == "closed":
+        control.reason = None  # an open breaker keeps its own reason
+    control.updated_at = time.time()
+    store.put_provider_control(control)
+    return redirect(url_for("console.providers", changed=f"{name} {action}d"), code=303)
