@@ -1,5 +1,6 @@
-"""The OpenAPI document for every route: the inbound webhooks, the admin API, health,
-metrics and this document itself, served at `GET /openapi.json`.
+"""The OpenAPI document for every JSON route: the inbound webhooks, the admin API, health,
+metrics and this document itself, served at `GET /openapi.json` (the console's HTML pages
+under /console/ are described in docs/console.md).
 
 Built from the running configuration, so the `source` parameter lists exactly the senders
 this deployment accepts. tests/senders/openapi keeps it in step with Flask's url_map and
@@ -12,30 +13,17 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
-from service.web.event_filters import EVENT_STATUSES
+from service.web.openapi_admin import REPLAY_SCHEMAS, admin_paths
+from service.web.openapi_parts import NULLABLE_STRING
+from service.web.openapi_parts import error_body as _error
+from service.web.openapi_parts import json_body as _json
+from service.web.openapi_parts import ref as _ref
+from service.web.openapi_parts import text_body as _text
 
 openapi = Blueprint("openapi", __name__)
 
 OPENAPI_VERSION = "3.0.3"
 
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _text(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
-
-
-NULLABLE_STRING = {"type": "string", "nullable": True}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -225,89 +213,6 @@ def _handshake(sources: list[str]) -> dict[str, Any]:
     }
 
 
-ADMIN_ERRORS = {
-    "401": _error("a valid admin bearer token is required"),
-    "403": _error("the admin API is off (server.admin_token is not set)"),
-}
-COMMAND_ID = {
-    "name": "command_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "minLength": 1},
-}
-
-
-def _admin_paths() -> dict[str, Any]:
-    return {
-        "/v1/events": {
-            "get": {
-                "summary": "List events (commands) with their delivery status",
-                "operationId": "listEvents",
-                "tags": ["admin"],
-                "security": [{"adminToken": []}],
-                "parameters": [
-                    {
-                        "name": "status",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": list(EVENT_STATUSES)},
-                    },
-                    {"name": "provider", "in": "query", "schema": {"type": "string"}},
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                    },
-                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                ],
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["events", "next_after"],
-                            "properties": {
-                                "events": {"type": "array", "items": _ref("EventSummary")},
-                                "next_after": {"type": "integer"},
-                            },
-                        },
-                        "a page of events; pass next_after as `after` for the next page",
-                    ),
-                    "400": _error("bad query"),
-                    **ADMIN_ERRORS,
-                },
-            }
-        },
-        "/v1/events/{command_id}": {
-            "get": {
-                "summary": "One event: the command and every delivery",
-                "operationId": "getEvent",
-                "tags": ["admin"],
-                "security": [{"adminToken": []}],
-                "parameters": [COMMAND_ID],
-                "responses": {
-                    "200": _json(_ref("Event"), "the event"),
-                    "404": _error("no such event"),
-                    **ADMIN_ERRORS,
-                },
-            }
-        },
-        "/v1/events/{command_id}/replay": {
-            "post": {
-                "summary": "Replay dead-lettered deliveries of an event (fresh retry budget)",
-                "operationId": "replayEvent",
-                "tags": ["admin"],
-                "security": [{"adminToken": []}],
-                "parameters": [COMMAND_ID, {"name": "provider", "in": "query", "schema": {"type": "string"}}],
-                "responses": {
-                    "200": _json(_ref("Replay"), "nothing to replay"),
-                    "202": _json(_ref("Replay"), "deliveries queued again"),
-                    "404": _error("no such event"),
-                    **ADMIN_ERRORS,
-                },
-            }
-        },
-    }
-
-
 def _ops_paths() -> dict[str, Any]:
     status_object = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
     return {
@@ -361,21 +266,13 @@ def build_openapi(config: dict[str, Any]) -> dict[str, Any]:
         "paths": {
             "/webhooks/{source}": {"post": _webhook_post(sources, False), "get": _handshake(sources)},
             "/webhooks/{source}/{token}": {"post": _webhook_post(sources, True)},
-            **_admin_paths(),
+            **admin_paths(),
             **_ops_paths(),
         },
         "components": {
             "schemas": {
                 **SCHEMAS,
-                "Replay": {
-                    "type": "object",
-                    "required": ["status", "command_id", "providers"],
-                    "properties": {
-                        "status": {"type": "string", "enum": ["replaying", "nothing_to_replay"]},
-                        "command_id": {"type": "string"},
-                        "providers": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
+                **REPLAY_SCHEMAS,
             },
             "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
         },

@@ -27,7 +27,8 @@ IGNORED_METHODS = {"HEAD", "OPTIONS"}
 def flask_routes(app: Any) -> set[tuple[str, str]]:
     routes = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        # The console serves HTML pages for people (docs/console.md), not the JSON API.
+        if rule.endpoint == "static" or rule.endpoint.startswith("console."):
             continue
         path = re.sub(r"<(?:[a-z]+:)?([a-zA-Z_]+)>", r"{\1}", rule.rule)
         routes.update((path, method) for method in rule.methods - IGNORED_METHODS)

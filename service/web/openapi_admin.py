@@ -1,0 +1,184 @@
+"""The OpenAPI description of the admin API: the event log with its filters, replay (one event
+or every dead letter a filter matches) and the overview."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.web.event_filters import EVENT_STATUSES
+from service.web.openapi_parts import error_body, json_body, ref
+
+FILTER_PARAMETERS: list[dict[str, Any]] = [
+    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(EVENT_STATUSES)}},
+    {"name": "provider", "in": "query", "schema": {"type": "string"}},
+    {"name": "source", "in": "query", "schema": {"type": "string"}},
+    {"name": "event_type", "in": "query", "schema": {"type": "string"}},
+    {
+        "name": "lead",
+        "in": "query",
+        "description": "the lead's email, phone (E.164) or id",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "since",
+        "in": "query",
+        "description": "received at or after: epoch seconds or ISO 8601 (UTC when no offset)",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "until",
+        "in": "query",
+        "description": "received before; as `since`",
+        "schema": {"type": "string"},
+    },
+]
+COUNT = {"type": "integer"}
+REPLAY_SCHEMAS: dict[str, Any] = {
+    "Replay": {
+        "type": "object",
+        "required": ["status", "command_id", "providers"],
+        "properties": {
+            "status": {"type": "string", "enum": ["replaying", "nothing_to_replay"]},
+            "command_id": {"type": "string"},
+            "providers": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "BulkReplay": {
+        "type": "object",
+        "required": ["dry_run", "events", "deliveries"],
+        "properties": {"dry_run": {"type": "boolean"}, "events": COUNT, "deliveries": COUNT},
+    },
+    "Overview": {
+        "type": "object",
+        "required": ["providers", "sources", "series"],
+        "properties": {
+            "providers": {"type": "object", "additionalProperties": {"type": "object"}},
+            "sources": {"type": "object", "additionalProperties": {"type": "object"}},
+            "series": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["minute", "delivered", "failed"],
+                    "properties": {"minute": {"type": "string"}, "delivered": COUNT, "failed": COUNT},
+                },
+            },
+        },
+    },
+}
+
+
+ADMIN_ERRORS = {
+    "401": error_body("a valid admin bearer token is required"),
+    "403": error_body("the admin API is off (server.admin_token is not set)"),
+}
+COMMAND_ID = {
+    "name": "command_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
+
+
+def admin_paths() -> dict[str, Any]:
+    return {
+        "/v1/events": {
+            "get": {
+                "summary": "List events (commands) with their delivery status",
+                "operationId": "listEvents",
+                "tags": ["admin"],
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    *FILTER_PARAMETERS,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                ],
+                "responses": {
+                    "200": json_body(
+                        {
+                            "type": "object",
+                            "required": ["events", "next_after"],
+                            "properties": {
+                                "events": {"type": "array", "items": ref("EventSummary")},
+                                "next_after": {"type": "integer"},
+                            },
+                        },
+                        "a page of events; pass next_after as `after` for the next page",
+                    ),
+                    "400": error_body("bad query"),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/v1/events/{command_id}": {
+            "get": {
+                "summary": "One event: the command and every delivery",
+                "operationId": "getEvent",
+                "tags": ["admin"],
+                "security": [{"adminToken": []}],
+                "parameters": [COMMAND_ID],
+                "responses": {
+                    "200": json_body(ref("Event"), "the event"),
+                    "404": error_body("no such event"),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/v1/events/{command_id}/replay": {
+            "post": {
+                "summary": "Replay dead-lettered deliveries of an event (fresh retry budget)",
+                "operationId": "replayEvent",
+                "tags": ["admin"],
+                "security": [{"adminToken": []}],
+                "parameters": [COMMAND_ID, {"name": "provider", "in": "query", "schema": {"type": "string"}}],
+                "responses": {
+                    "200": json_body(ref("Replay"), "nothing to replay"),
+                    "202": json_body(ref("Replay"), "deliveries queued again"),
+                    "404": error_body("no such event"),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/v1/events/replay": {
+            "post": {
+                "summary": "Replay every dead-lettered delivery a filter matches; dry_run only counts them",
+                "operationId": "replayMatching",
+                "tags": ["admin"],
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    *FILTER_PARAMETERS,
+                    {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}},
+                ],
+                "requestBody": {
+                    "required": False,
+                    "description": "the same fields as the query (a body field wins)",
+                    "content": {
+                        "application/json": {"schema": {"type": "object", "additionalProperties": True}}
+                    },
+                },
+                "responses": {
+                    "200": json_body(ref("BulkReplay"), "a dry run, or nothing matched"),
+                    "202": json_body(ref("BulkReplay"), "deliveries queued again"),
+                    "400": error_body("bad filter"),
+                    "501": error_body("this mode's state store has no bulk replay"),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/v1/overview": {
+            "get": {
+                "summary": "Per provider and per source counts and per-minute series over the last hour",
+                "operationId": "overview",
+                "tags": ["admin"],
+                "security": [{"adminToken": []}],
+                "responses": {
+                    "200": json_body(ref("Overview"), "the overview"),
+                    "501": error_body("this mode's state store has no overview"),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+    }
