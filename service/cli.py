@@ -5,7 +5,7 @@ leadrelay dispatch              the embedded dispatcher alone
 leadrelay kafka-dispatch        distributed mode: the dispatcher consumer (command + retry topics)
 leadrelay consume-sources       distributed mode: source-topic consumers -> command topic
 leadrelay check-config          validate the configuration and exit
-leadrelay events list|show|replay   the event log, through the admin API
+leadrelay events list|show|replay   the event log, through the admin API (replay one, or by filter)
 leadrelay demo                  send a signed sample event and follow it to the provider
 leadrelay simulator leadsquared run a provider simulator on a port
 leadrelay providers metrics <name>  what an async provider reports about its queue
@@ -305,20 +305,45 @@ def _call(method: str, url: str, headers: dict[str, str], **kwargs: Any) -> Any:
     return body
 
 
+def _event_filter_params(args: argparse.Namespace) -> dict[str, str]:
+    wanted = {
+        "status": args.status,
+        "provider": args.provider,
+        "source": args.source,
+        "event_type": args.event_type,
+        "lead": args.lead,
+        "since": args.since,
+        "until": args.until,
+    }
+    return {name: value for name, value in wanted.items() if value}
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     base, headers = _admin(args)
     if args.action == "list":
-        params = {
-            k: v
-            for k, v in {"status": args.status, "provider": args.provider, "limit": args.limit}.items()
-            if v
-        }
+        params = {**_event_filter_params(args), **({"limit": str(args.limit)} if args.limit else {})}
         body = _call("GET", f"{base}/v1/events", headers, params=params)
         for event in body["events"]:
             print(
                 f"{event['command_id']}\t{event['provider']}\t{event['status']}\t"
                 f"attempts={event['attempts']}\t{event['last_error'] or ''}"
             )
+        return 0
+    if args.action == "replay" and not args.command_id:
+        # Bulk: every dead letter the filter matches (--dry-run only counts them).
+        params = _event_filter_params(args)
+        if not params:
+            print(
+                "leadrelay: a command id, or a filter (--status, --provider, --source, --event-type,"
+                " --lead, --since, --until) for a bulk replay",
+                file=sys.stderr,
+            )
+            return 2
+        body = _call(
+            "POST", f"{base}/v1/events/replay", headers, json={**params, "dry_run": bool(args.dry_run)}
+        )
+        verb = "would reset" if body["dry_run"] else "reset"
+        print(f"{verb} {body['deliveries']} dead-lettered deliveries of {body['events']} events")
         return 0
     if not args.command_id:
         print("leadrelay: a command id is needed", file=sys.stderr)
@@ -443,11 +468,17 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument("--metrics-port", type=int, default=None)
     sources.set_defaults(func=cmd_consume_sources)
     sub.add_parser("check-config", help="validate the configuration").set_defaults(func=cmd_check_config)
-    events = sub.add_parser("events", help="the event log: list, show, replay")
+    events = sub.add_parser("events", help="the event log: list, show, replay (one, or by filter)")
     events.add_argument("action", choices=["list", "show", "replay"])
     events.add_argument("command_id", nargs="?")
     events.add_argument("--status", choices=["pending", "in_flight", "polling", "delivered", "dead_lettered"])
     events.add_argument("--provider")
+    events.add_argument("--source")
+    events.add_argument("--event-type")
+    events.add_argument("--lead", help="the lead's email, phone or id")
+    events.add_argument("--since", help="received at or after (epoch seconds or ISO 8601, UTC)")
+    events.add_argument("--until", help="received before (epoch seconds or ISO 8601, UTC)")
+    events.add_argument("--dry-run", action="store_true", help="bulk replay: only count what it would reset")
     events.add_argument("--limit", type=int)
     events.add_argument("--url", help="leadrelay base URL (default: http://<server.bind>)")
     events.add_argument("--token", help="admin token (default: $LEADRELAY_ADMIN_TOKEN or server.admin_token)")
