@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench browser screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +22,28 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/leadrelay serve
 
-test: $(VENV)/.installed-test
+# The console's browser tests drive Debian's Chromium through Playwright (nothing downloaded
+# at test time). Installed here when missing and we are root (CI); otherwise stop and say so.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else \
+	    echo "make browser: $(CHROMIUM) is missing; install Debian's chromium package (apt-get install chromium) as root" >&2; exit 1; \
+	  fi; \
+	fi
+
+test: $(VENV)/.installed-test browser
 	$(BIN)/ruff check service consumers handlers tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/ingest.py
+
+# PNGs of every console page for docs/console.md (a demo dataset, the LeadSquared simulator).
+screenshots: $(VENV)/.installed-test browser
+	$(BIN)/python docs/console_screenshots.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

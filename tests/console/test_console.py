@@ -169,3 +169,24 @@ def test_pages_fit_a_phone_width_screen(browser, console_service, dispatcher) ->
             assert overflow <= 0, f"{path} is {overflow}px wider than a phone screen"
     finally:
         context.close()
+
+
+def test_overview_draws_the_charts_and_counts_rejections_by_reason(
+    page: Page, console_service, dispatcher
+) -> None:
+    dead_letter(console_service, "ghost@example.com", "v1")
+    forged = post_generic(
+        console_service.url,
+        {"lead": {"email": "x@example.com"}, "changes": {}},
+        "v2",
+        secret="whsec_Zm9yZ2VkLXNlY3JldA==",
+    )
+    assert forged.status_code == 401
+    sign_in(page, console_service.url)
+    failures = page.get_by_role("img", name=re.compile(r"^Failures: 1 in the last hour"))
+    expect(failures.locator("rect")).to_have_count(60)
+    assert [
+        h for h in failures.locator("rect").evaluate_all("rs => rs.map(r => +r.getAttribute('height'))") if h
+    ] != []
+    rejected = page.locator("tr", has=page.get_by_role("rowheader", name="generic")).locator("td").last
+    expect(rejected).to_contain_text(re.compile(r"401 unauthorized: [1-9]"))

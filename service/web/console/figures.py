@@ -11,6 +11,17 @@ from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
 # Webhook outcomes that are a refusal of the request, shown as "rejected by reason".
 ACCEPTED_OUTCOMES = {"accepted", "duplicate", "ignored", "in_progress"}
+# The HTTP status each refusal outcome answers with (service/sources/base.py, the app's 413).
+REJECTION_STATUS = {
+    "bad_request": 400,
+    "validation_error": 400,
+    "unauthorized": 401,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "upstream_unavailable": 503,
+    "unavailable": 503,
+    "internal_error": 503,
+}
 CHART_WIDTH = 600
 CHART_HEIGHT = 120
 
@@ -45,7 +56,8 @@ def webhook_outcomes() -> dict[str, dict[str, Any]]:
         if outcome in ("accepted", "duplicate", "ignored"):
             entry[outcome] += int(value)
         elif outcome not in ACCEPTED_OUTCOMES:
-            entry["rejected"][outcome] = entry["rejected"].get(outcome, 0) + int(value)
+            reason = f"{REJECTION_STATUS[outcome]} {outcome}" if outcome in REJECTION_STATUS else outcome
+            entry["rejected"][reason] = entry["rejected"].get(reason, 0) + int(value)
     return sources
 
 

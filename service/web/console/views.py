@@ -165,7 +165,7 @@ def overview() -> Any:
         waits=figures.rate_limit_waits(),
         delivered_chart=figures.bars(data["series"], "delivered"),
         failed_chart=figures.bars(data["series"], "failed"),
-        chart={"width": figures.CHART_WIDTH, "height": figures.CHART_HEIGHT},
+        box={"width": figures.CHART_WIDTH, "height": figures.CHART_HEIGHT},
     )
 
 
