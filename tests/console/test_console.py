@@ -11,7 +11,7 @@ import requests
 from playwright.sync_api import Page, expect
 
 from tests.console.conftest import sign_in
-from tests.support import ADMIN_TOKEN, admin_get, post_generic, wait_until
+from tests.support import ADMIN_TOKEN, LSQ_ACCESS_KEY, LSQ_SECRET_KEY, admin_get, post_generic, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -80,6 +80,8 @@ def test_find_a_dead_letter_by_email_replay_it_and_watch_it_delivered(
     reason = page.locator(".delivery .reason")
     expect(reason).to_contain_text("lookup")
     expect(page.locator(".timeline")).to_contain_text("received")
+    html = page.content()
+    assert LSQ_ACCESS_KEY not in html and LSQ_SECRET_KEY not in html and ADMIN_TOKEN not in html
 
     seed(lsq_sim, {"EmailAddress": "ghost@example.com"})  # the lead now exists in the CRM
     page.get_by_role("button", name="Replay").click()

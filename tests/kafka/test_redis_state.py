@@ -8,6 +8,7 @@ import time
 import redis
 
 from service.command import LeadIdentity, LeadUpdateCommand, utcnow
+from service.domain.state import EventFilter
 from service.ratelimit import SAFETY_MARGIN_SECONDS
 from service.redis_state import RedisEventStore, RedisRateLimiter
 
@@ -75,3 +76,32 @@ def test_ledger_claims_one_owner_at_a_time(redis_url: str, redis_prefix: str) ->
     assert store.claim("t:1", "p", "third")[0] == "done"
     event = store.get_event("t:1")
     assert event is not None and event["status"] == "delivered" and event["deliveries"][0]["attempts"] == 1
+
+
+def test_event_list_filters_by_source_type_lead_and_time(redis_url: str, redis_prefix: str) -> None:
+    store = RedisEventStore(redis.Redis.from_url(redis_url), redis_prefix, ttl_seconds=600)
+    now = time.time()
+    jane = LeadIdentity(email="jane@example.com")
+    store.register(
+        LeadUpdateCommand("a:1", "typeform", "form.submitted", utcnow(), jane, {}, providers=("p",)), now
+    )
+    store.register(
+        LeadUpdateCommand(
+            "b:1", "hubspot", "deal.won", utcnow(), LeadIdentity(phone="+14155550100"), {}, providers=("p",)
+        ),
+        now + 1,
+    )
+    store.record("b:1", "p", "dead_lettered", count_attempt=True)
+
+    def listed(**wanted: object) -> list[str]:
+        return [row["command_id"] for row in store.list_events(EventFilter(**wanted))]  # type: ignore[arg-type]
+
+    assert listed() == ["a:1", "b:1"]
+    assert listed(source="hubspot") == ["b:1"]
+    assert listed(event_type="form.submitted") == ["a:1"]
+    assert listed(lead="JANE@example.com") == ["a:1"]
+    assert listed(lead="+14155550100") == ["b:1"]
+    assert listed(status="dead_lettered", provider="p") == ["b:1"]
+    assert listed(since=now + 0.5) == ["b:1"]
+    assert listed(until=now + 0.5) == ["a:1"]
+    assert store.list_events(EventFilter(source="typeform"))[0]["lead"]["email"] == "jane@example.com"
