@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 
 from service.runtime import Runtime
-from service.web.event_filters import parse_event_filter
+from service.web.event_filters import parse_event_filter, whole_events
 from service.webhooks import error_response
 
 admin = Blueprint("admin", __name__, url_prefix="/v1")
@@ -44,7 +44,8 @@ def list_events() -> Any:
         errors["limit"] = ["limit and after must be integers"]
     if errors:
         return error_response(400, "VALIDATION_ERROR", "bad query", errors)
-    events = _runtime().store.list_events(event_filter, limit=limit, after_seq=after)
+    rows = _runtime().store.list_events(event_filter, limit=limit + 1, after_seq=after)
+    events, _ = whole_events(rows, limit)
     return jsonify({"events": events, "next_after": events[-1]["seq"] if events else after})
 
 

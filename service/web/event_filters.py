@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from service.domain.state import EventFilter
 
@@ -48,3 +49,15 @@ def parse_event_filter(args: Mapping[str, str]) -> tuple[EventFilter, dict[str, 
         until=times["until"],
     )
     return event_filter, errors
+
+
+def whole_events(rows: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """A page of at most `limit` rows out of `limit + 1` fetched, ending on a whole event (its
+    rows, one per provider, share a seq), so `after=<last seq>` resumes without losing a row.
+    Returns the page and whether more rows follow (only an event with more providers than a
+    page holds is cut)."""
+    if len(rows) <= limit:
+        return rows, False
+    boundary = rows[limit]["seq"]
+    page = [row for row in rows[:limit] if row["seq"] < boundary]
+    return (page or rows[:limit]), True

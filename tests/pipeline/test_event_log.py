@@ -130,3 +130,15 @@ def test_provider_controls_round_trip_and_list_filters_in_the_store(service) -> 
     store.put_provider_control(ProviderControl(provider="leadsquared", paused=False, updated_at=5.0))
     assert store.provider_controls()["leadsquared"] == ProviderControl(provider="leadsquared", updated_at=5.0)
     assert store.list_events(EventFilter(lead="nobody@example.com")) == []
+
+
+def test_a_page_ends_on_a_whole_event_so_the_cursor_loses_no_row() -> None:
+    from service.web.event_filters import whole_events
+
+    rows = [{"seq": seq, "provider": p} for seq, p in [(1, "a"), (2, "a"), (2, "b"), (2, "c"), (3, "a")]]
+    page, more = whole_events(rows[:4], 3)  # the store was asked for limit + 1 rows
+    assert more and [(r["seq"], r["provider"]) for r in page] == [(1, "a")]
+    page, more = whole_events(rows, 5)
+    assert not more and page == rows
+    page, more = whole_events(rows[1:], 2)  # one event wider than a page: the page is not empty
+    assert more and len(page) == 2

@@ -22,7 +22,7 @@ from flask import (
 from service.domain.state import EventFilter, ProviderControl
 from service.redact import redact_obj
 from service.web.console import auth, figures
-from service.web.event_filters import EVENT_STATUSES, FILTER_FIELDS, parse_event_filter
+from service.web.event_filters import EVENT_STATUSES, FILTER_FIELDS, parse_event_filter, whole_events
 
 console = Blueprint(
     "console",
@@ -192,12 +192,9 @@ def _event_rows(template: str, forced_status: str | None = None) -> Response:
     if forced_status:
         event_filter = EventFilter(**{**event_filter.__dict__, "status": forced_status})
     after = _after()
-    rows = _store().list_events(event_filter, limit=PAGE_SIZE + 1, after_seq=after)
-    # A page ends on a whole command (one row per provider), so the seq cursor loses nothing.
-    more = len(rows) > PAGE_SIZE
-    if more:
-        last_seq = rows[PAGE_SIZE - 1]["seq"]
-        rows = [row for row in rows if row["seq"] <= last_seq]
+    rows, more = whole_events(
+        _store().list_events(event_filter, limit=PAGE_SIZE + 1, after_seq=after), PAGE_SIZE
+    )
     next_url = (
         url_for(request.endpoint or "console.events") + "?" + urlencode({**values, "after": rows[-1]["seq"]})
         if more and rows
