@@ -54,6 +54,15 @@ def test_sign_in_refuses_a_wrong_token_then_sets_a_strict_expiring_cookie(
     assert headers["x-content-type-options"] == "nosniff"
     assert ADMIN_TOKEN not in page.content()
 
+    # Keyboard only: the skip link comes first, then the navigation, in document order.
+    focused = "document.activeElement.textContent.trim()"
+    page.keyboard.press("Tab")
+    assert page.evaluate(focused) == "Skip to content"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate(focused) == "Events"
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Events")).to_be_visible()
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     page.goto(f"{console_service.url}/console/providers")

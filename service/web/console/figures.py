@@ -61,14 +61,6 @@ def webhook_outcomes() -> dict[str, dict[str, Any]]:
     return sources
 
 
-def rate_limit_waits() -> dict[str, int]:
-    """Calls the shared limiter deferred per provider since this process started."""
-    return {
-        provider: int(value)
-        for (provider,), value in counter_totals("leadrelay_rate_limit_waits", "provider").items()
-    }
-
-
 def bars(series: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """Bar rectangles (x, y, width, height) for one per-minute series, scaled to the chart box."""
     peak = max((point[key] for point in series), default=0) or 1

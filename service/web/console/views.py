@@ -162,7 +162,6 @@ def overview() -> Any:
         providers=providers,
         sources={name: {**data["sources"].get(name, {}), **webhooks.get(name, {})} for name in sources},
         limits=limits,
-        waits=figures.rate_limit_waits(),
         delivered_chart=figures.bars(data["series"], "delivered"),
         failed_chart=figures.bars(data["series"], "failed"),
         box={"width": figures.CHART_WIDTH, "height": figures.CHART_HEIGHT},
