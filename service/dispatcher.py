@@ -191,12 +191,13 @@ class DeliveryCore:
                 "delivered", response=response, field_versions=field_versions, error=result.reason or None
             )
         if result.outcome is Outcome.ACCEPTED:
+            # No field versions yet: only what the provider applied counts for stale
+            # protection, and that is known when a poll reports success.
             return Decision(
                 "polling",
                 response=response,
                 request_id=result.request_id,
                 next_attempt_at=now + float(handler.settings.get("poll_interval_seconds", 2.0)),
-                field_versions=field_versions,
             )
         if result.outcome is Outcome.RATE_LIMITED:
             wait = result.retry_after if result.retry_after is not None else (limit[1] if limit else 5.0)
@@ -254,7 +255,10 @@ class DeliveryCore:
             ended, still = {"count_attempt": False}, {"count_attempt": True}
         response = {"status_code": result.status_code, "body": result.response, "request_id": request_id}
         if result.outcome is Outcome.DELIVERED:
-            return Decision("delivered", response=response, **ended)
+            # The provider applied the update: record its field versions now (the same
+            # coalescing rule as the call; the store only ever moves a version forward).
+            versions = coalesce(group.deliveries, {}).field_versions
+            return Decision("delivered", response=response, field_versions=versions, **ended)
         if result.outcome is Outcome.PERMANENT:
             return Decision(
                 "dead_lettered",
@@ -343,7 +347,7 @@ class EmbeddedDispatcher:
             count_attempt=decision.count_attempt,
             count_poll=decision.count_poll,
             request_id=decision.request_id,
-            field_versions=decision.field_versions if decision.status in ("delivered", "polling") else None,
+            field_versions=decision.field_versions if decision.status == "delivered" else None,
         )
         for delivery in group.deliveries:
             token = command_id_var.set(delivery.command.command_id)
