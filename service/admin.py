@@ -13,7 +13,7 @@ from service.webhooks import error_response
 admin = Blueprint("admin", __name__, url_prefix="/v1")
 
 SQLITE_MAX_INT = 2**63 - 1
-EVENT_STATUSES = ("pending", "in_flight", "polling", "delivered", "dead_lettered")
+EVENT_STATUSES = ("pending", "in_flight", "polling", "delivered", "dead_lettered", "duplicate")
 
 
 def _runtime() -> Runtime:

@@ -446,7 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     events = sub.add_parser("events", help="the event log: list, show, replay")
     events.add_argument("action", choices=["list", "show", "replay"])
     events.add_argument("command_id", nargs="?")
-    events.add_argument("--status", choices=["pending", "in_flight", "polling", "delivered", "dead_lettered"])
+    events.add_argument(
+        "--status", choices=["pending", "in_flight", "polling", "delivered", "dead_lettered", "duplicate"]
+    )
     events.add_argument("--provider")
     events.add_argument("--limit", type=int)
     events.add_argument("--url", help="leadrelay base URL (default: http://<server.bind>)")

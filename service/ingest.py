@@ -2,6 +2,13 @@
 
 Shared by the webhook routes and the Kafka source consumers. A command is answered
 `accepted` only once `queue.enqueue` has returned, that is once it is durable.
+
+Two dedup rules. A `command_id` seen within `dedup.window_seconds` is a redelivery. For a
+sender whose `double_submit_guard` is on, a command whose content fingerprint equals the
+one of the *latest accepted* command of the same (source, lead) within
+`dedup.fingerprint_window_seconds` is a double submit: recorded in the event log as
+`duplicate` (never queued for delivery) and counted; any different change accepted in
+between makes the next one new again.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from typing import Any, Protocol
 from service import metrics
 from service.command import LeadUpdateCommand
 from service.config import Config
-from service.dedup import Claim, DedupStore
+from service.dedup import Claim, DedupStore, DedupUnavailable
 
 log = logging.getLogger("leadrelay.ingest")
 
@@ -24,6 +31,9 @@ class CommandQueue(Protocol):
         """Return only once the command is durable (SQLite commit, Kafka ack)."""
 
     def note_duplicate(self, command_id: str) -> None: ...
+
+    def record_duplicate(self, command: LeadUpdateCommand, duplicate_of: str) -> None:
+        """Keep a double submit in the event log, status `duplicate`, with nothing to deliver."""
 
 
 class QueueUnavailable(Exception):
@@ -35,6 +45,7 @@ class IngestResult:
     command_id: str
     status: str  # "accepted" | "duplicate" | "in_progress"
     providers: tuple[str, ...] = ()
+    duplicate_of: str | None = None  # a double submit: the command it repeats
 
 
 class Ingestor:
@@ -69,34 +80,39 @@ class Ingestor:
                     "event_type": command.event_type,
                 },
             )
-        claimed: list[tuple[str, int]] = []
-        keys = [(f"cmd:{command.command_id}", self.window)]
-        if self.fingerprint_window:
-            keys.append((f"fp:{command.fingerprint()}", self.fingerprint_window))
+        key = f"cmd:{command.command_id}"
+        claim = self.dedup.claim(key, self.pending)
+        if claim is not Claim.CLAIMED:
+            if claim is Claim.DUPLICATE:
+                self.queue.note_duplicate(command.command_id)
+            log.info("event %s", claim.value, extra={"command_id": command.command_id, "dedup": "cmd"})
+            return IngestResult(command.command_id, claim.value)
         try:
-            for key, window in keys:
-                claim = self.dedup.claim(key, self.pending)
-                if claim is Claim.CLAIMED:
-                    claimed.append((key, window))
-                    continue
+            latest_key = f"fpl:{command.source}:{command.lead_key}" if self.guards(command.source) else None
+            latest = self.dedup.get(latest_key) if latest_key else None
+            fingerprint = command.fingerprint()
+            if latest and latest.split(" ", 1)[0] == fingerprint:
+                duplicate_of = latest.partition(" ")[2]
+                self.queue.record_duplicate(command, duplicate_of)
                 # The command id stays claimed: a retry of a double submission is a duplicate too.
-                for own_key, own_window in claimed:
-                    self.dedup.confirm(own_key, own_window)
-                if claim is Claim.DUPLICATE and key.startswith("cmd:"):
-                    self.queue.note_duplicate(command.command_id)
+                self.dedup.confirm(key, self.window)
+                metrics.DOUBLE_SUBMITS.labels(source=command.source).inc()
                 log.info(
-                    "event %s",
-                    claim.value,
-                    extra={"command_id": command.command_id, "dedup": key.split(":")[0]},
+                    "event duplicate",
+                    extra={
+                        "command_id": command.command_id,
+                        "dedup": "fingerprint",
+                        "duplicate_of": duplicate_of,
+                    },
                 )
-                return IngestResult(command.command_id, claim.value)
+                return IngestResult(command.command_id, "duplicate", duplicate_of=duplicate_of)
             self.queue.enqueue(command)
         except BaseException:
-            for key, _ in claimed:
-                self.dedup.release(key)
+            self.dedup.release(key)
             raise
-        for key, window in claimed:
-            self.dedup.confirm(key, window)
+        if latest_key:
+            self.remember_latest(latest_key, f"{fingerprint} {command.command_id}")
+        self.dedup.confirm(key, self.window)
         metrics.COMMANDS_QUEUED.labels(source=command.source).inc()
         log.info(
             "command queued",
@@ -107,3 +123,17 @@ class Ingestor:
             },
         )
         return IngestResult(command.command_id, "accepted", command.providers)
+
+    def guards(self, source: str) -> bool:
+        """Whether the double-submit guard applies to this source (config, else the sender's default)."""
+        if not self.fingerprint_window:
+            return False
+        return bool((self.config.sources.get(source) or {}).get("double_submit_guard"))
+
+    def remember_latest(self, key: str, value: str) -> None:
+        """The guard only ever withholds a repeat, so failing to update it loses nothing queued:
+        at worst the next identical submission is delivered again."""
+        try:
+            self.dedup.put(key, value, self.fingerprint_window)
+        except DedupUnavailable as exc:
+            log.warning("double-submit guard not updated: %s", exc, extra={"dedup": "fingerprint"})

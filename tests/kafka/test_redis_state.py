@@ -75,3 +75,25 @@ def test_ledger_claims_one_owner_at_a_time(redis_url: str, redis_prefix: str) ->
     assert store.claim("t:1", "p", "third")[0] == "done"
     event = store.get_event("t:1")
     assert event is not None and event["status"] == "delivered" and event["deliveries"][0]["attempts"] == 1
+
+
+def test_a_double_submit_is_in_the_event_log_with_nothing_to_deliver(
+    redis_url: str, redis_prefix: str
+) -> None:
+    events = RedisEventStore(redis.Redis.from_url(redis_url), redis_prefix)
+    command = LeadUpdateCommand(
+        command_id="generic:again",
+        source="generic",
+        event_type="form.submitted",
+        occurred_at=utcnow(),
+        lead=LeadIdentity(email="jane@example.com"),
+        changes={"city": "Rome"},
+        providers=("leadsquared",),
+    )
+    events.record_duplicate(command, "generic:first")
+    event = events.get_event("generic:again")
+    assert event["status"] == "duplicate" and event["duplicate_of"] == "generic:first"
+    [delivery] = event["deliveries"]
+    assert delivery["status"] == "duplicate" and "generic:first" in delivery["last_error"]
+    listed = events.list_events(status="duplicate")
+    assert [e["command_id"] for e in listed] == ["generic:again"]
