@@ -18,10 +18,13 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from handlers import build_handlers
+from handlers.base import ConversionError, PermanentError, ProviderHandler
 from service import metrics
 from service.command import LeadUpdateCommand
 from service.config import Config
 from service.dedup import Claim, DedupStore, DedupUnavailable
+from service.sources.base import PayloadInvalid
 
 log = logging.getLogger("leadrelay.ingest")
 
@@ -56,6 +59,31 @@ class Ingestor:
         self.window = int(config["dedup"]["window_seconds"])
         self.fingerprint_window = int(config["dedup"]["fingerprint_window_seconds"])
         self.pending = int(config["dedup"]["pending_seconds"])
+        self._handlers: dict[str, ProviderHandler] | None = None
+
+    def refuse_unconvertible(self, commands: list[LeadUpdateCommand]) -> None:
+        """Raise PayloadInvalid (400, naming each field) when a change cannot take the type a
+        routed provider's contract declares for it, before any command of the request is
+        accepted. A status a provider has no mapping for is not refused here: the other
+        providers still get the event, and that provider's delivery is dead-lettered at
+        stage `mapping` with the reason. An unrouted command is checked when it is replayed,
+        by the dispatcher (dead letter at `mapping`)."""
+        if self._handlers is None:
+            self._handlers = build_handlers(self.config.providers)
+        problems: dict[str, list[str]] = {}
+        for command in commands:
+            for provider in self.config.route(command.source, command.event_type):
+                handler = self._handlers.get(provider)
+                if handler is None:
+                    continue
+                try:
+                    handler.map_fields(command.changes)
+                except ConversionError as exc:
+                    problems.setdefault(f"changes.{exc.details['field']}", []).append(exc.reason)
+                except PermanentError:
+                    continue
+        if problems:
+            raise PayloadInvalid("a change does not have the type a provider's contract declares", problems)
 
     def unit_of_work(self) -> AbstractContextManager[Any]:
         """When dedup keys and the queue live in one database, claim, queue and confirm in a

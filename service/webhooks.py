@@ -61,6 +61,7 @@ def receive(source: str, token: str | None = None) -> Any:
         adapter.verify(inbound)
         payload = adapter.parse(inbound)
         normalised = adapter.normalise(payload, inbound)
+        runtime.ingestor.refuse_unconvertible(normalised.commands)
     except AdapterError as exc:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome=exc.code.lower()).inc()
         log.info("webhook rejected: %s", exc.message, extra={"source": source, "status": exc.status})
