@@ -272,7 +272,9 @@ def validate_event_changes(changes: dict[str, Any]) -> None:
     validate_changes(changes)
     status = changes.get("status")
     if status is not None and status not in CANONICAL_STATUSES:
-        raise ValidationError(f"status: {status!r} is not a canonical status; allowed: {', '.join(CANONICAL_STATUSES)}")
+        raise ValidationError(
+            f"status: {status!r} is not a canonical status; allowed: {', '.join(CANONICAL_STATUSES)}"
+        )
 
 
 class LeadUpdateCommandSchema(Schema):
