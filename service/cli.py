@@ -33,6 +33,7 @@ import requests
 
 from service.config import CONFIG_ENV, Config, ConfigError, load_config
 from service.logs import configure_logging
+from service.pipeline.field_coverage import unsent_fields
 
 log = logging.getLogger("leadrelay.cli")
 
@@ -271,6 +272,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"configuration OK: {config.path}")
     print(f"  sources: {', '.join(config.sources) or 'none'}")
     print(f"  providers: {', '.join(config.providers) or 'none'}")
+    for unsent in unsent_fields(config.sources, config.providers, config["routes"]):
+        print(f"warning: {unsent}")
     return 0
 
 

@@ -136,3 +136,26 @@ def test_numbers_and_text() -> None:
         None,
         "x",
     ]
+
+
+def test_check_config_reports_a_mapping_no_routed_provider_sends(tmp_path, capsys) -> None:
+    from service.cli import main as cli_main
+
+    raw = base_config(tmp_path)
+    raw["sources"]["meta"] = {"type": "meta_lead_ads"}
+    raw["routes"] = [{"source": "*", "providers": ["leadsquared"]}]
+    assert cli_main(["--config", str(write_config(tmp_path, raw)), "check-config"]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    # Meta's full name reaches LeadSquared as FirstName/LastName; its street address nowhere.
+    assert warnings == [
+        "warning: sources.meta: 'street_address' is mapped to 'address', which none of its providers"
+        " (leadsquared) sends; map it in a provider's field_map or drop it"
+    ]
+    raw["providers"]["leadsquared"]["field_map"] = {"address": "mx_Street1"}
+    assert cli_main(["--config", str(write_config(tmp_path, raw)), "check-config"]) == 0
+    assert "warning:" not in capsys.readouterr().out
+    raw["providers"] = {"octanist": {"type": "octanist", "api_key": "k"}}
+    raw["routes"] = [{"source": "meta", "providers": ["octanist"]}]
+    assert cli_main(["--config", str(write_config(tmp_path, raw)), "check-config"]) == 0
+    reported = capsys.readouterr().out
+    assert "'full_name' is mapped to 'full_name'" in reported and "'email'" not in reported
