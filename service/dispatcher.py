@@ -20,6 +20,7 @@ from typing import Any
 from handlers import build_handlers
 from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpdate
 from service import metrics
+from service.command import complete_names
 from service.config import Config
 from service.logs import command_id_var
 from service.ratelimit import InProcessRateLimiter, RateLimiter
@@ -56,7 +57,9 @@ def coalesce(deliveries: list[Delivery], applied: Mapping[str, str]) -> Coalesce
 
     Events are applied in `occurred_at` order (queue order breaks ties): later values win
     per field, metadata is merged. A field whose value comes from an event older than the
-    one already applied for that lead and field is not sent (stale protection).
+    one already applied for that lead and field is not sent (stale protection). Names are
+    completed per command first (`complete_names`), so a name derived from an older event
+    carries that event's version and never overwrites a newer one.
     """
     ordered = sorted(deliveries, key=lambda d: (d.command.occurred_at, d.seq))
     changes: dict[str, Any] = {}
@@ -66,7 +69,7 @@ def coalesce(deliveries: list[Delivery], applied: Mapping[str, str]) -> Coalesce
     for delivery in ordered:
         command = delivery.command
         when = version_stamp(command.occurred_at)
-        for name, value in command.changes.items():
+        for name, value in complete_names(command.changes).items():
             if name in applied and applied[name] > when:
                 stale.append(name)
                 continue
