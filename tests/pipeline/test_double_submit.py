@@ -3,6 +3,7 @@ it is recorded (event log, metric), and senders whose events are real changes ar
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import requests
@@ -90,3 +91,52 @@ def test_each_sender_declares_whether_the_guard_applies(tmp_path) -> None:
     assert config.sources["deals"]["double_submit_guard"] is False
     assert config.sources["forms"]["double_submit_guard"] is True
     assert config.sources["generic"]["double_submit_guard"] is True
+
+
+def test_a_pipedrive_stage_revert_ends_at_the_senders_latest_stage(make_service, lsq_sim, tmp_path) -> None:
+    """427 -> 428, 428 -> 427, 427 -> 428: three real changes with their own `meta.id`; the
+    CRM ends where Pipedrive is (the guard does not apply to Pipedrive)."""
+    from handlers.simulators.common import ServedApp
+    from service.sources.simulators.pipedrive import create_pipedrive_simulator
+    from tests.senders.conftest import PIPEDRIVE_TOKEN, fixture_json, pipedrive_headers, senders_config
+
+    person = {
+        "id": 1,
+        "name": "Jane Doe",
+        "emails": [{"value": "jane.doe@example.com", "primary": True}],
+        "phones": [],
+    }
+    pipedrive = ServedApp(create_pipedrive_simulator(PIPEDRIVE_TOKEN)).start()
+    try:
+        requests.post(f"{pipedrive.url}/_sim/leads", json=[person], timeout=5).raise_for_status()
+        requests.post(
+            f"{lsq_sim.url}/_sim/leads", json=[{"EmailAddress": "jane.doe@example.com"}], timeout=5
+        ).raise_for_status()
+        raw = senders_config(
+            tmp_path,
+            {"pipedrive": pipedrive.url},
+            pipedrive={"stage_map": {"427": "contacted", "428": "qualified"}},
+        )
+        raw["providers"]["leadsquared"]["base_url"] = lsq_sim.url
+        raw["dedup"]["fingerprint_window_seconds"] = 600
+        service = make_service(raw)
+        for second, (before, after) in enumerate(((427, 428), (428, 427), (427, 428)), start=1):
+            event = fixture_json("pipedrive", "deal_stage_change.json")
+            event["data"]["stage_id"], event["previous"]["stage_id"] = after, before
+            event["meta"]["id"] = f"move-{second}"
+            event["meta"]["timestamp"] = f"2024-09-24T07:50:0{second}.000Z"
+            body = json.dumps(event).encode()
+            response = requests.post(
+                f"{service.url}/webhooks/pipedrive", data=body, headers=pipedrive_headers(), timeout=10
+            )
+            assert response.status_code == 202, response.text
+            service.drain()
+    finally:
+        pipedrive.stop()
+    stages = [
+        item["Value"]
+        for call in sim_calls(lsq_sim.url, "Lead.Update")
+        for item in call["json"]
+        if item["Attribute"] == "ProspectStage"
+    ]
+    assert stages == ["Opportunity", "Contacted", "Opportunity"]
