@@ -115,31 +115,25 @@ class Ingestor:
                 self.queue.note_duplicate(command.command_id)
             log.info("event %s", claim.value, extra={"command_id": command.command_id, "dedup": "cmd"})
             return IngestResult(command.command_id, claim.value)
+        latest_key = f"fpl:{command.source}:{command.lead_key}" if self.guards(command.source) else None
+        latest, stored = "", False
         try:
-            latest_key = f"fpl:{command.source}:{command.lead_key}" if self.guards(command.source) else None
-            latest = self.dedup.get(latest_key) if latest_key else None
             fingerprint = command.fingerprint()
-            if latest and latest.split(" ", 1)[0] == fingerprint:
-                duplicate_of = latest.partition(" ")[2]
-                self.queue.record_duplicate(command, duplicate_of)
-                # The command id stays claimed: a retry of a double submission is a duplicate too.
-                self.dedup.confirm(key, self.window)
-                metrics.DOUBLE_SUBMITS.labels(source=command.source).inc()
-                log.info(
-                    "event duplicate",
-                    extra={
-                        "command_id": command.command_id,
-                        "dedup": "fingerprint",
-                        "duplicate_of": duplicate_of,
-                    },
-                )
-                return IngestResult(command.command_id, "duplicate", duplicate_of=duplicate_of)
+            if latest_key:
+                latest = self.dedup.get(latest_key) or ""
+                latest_fingerprint, _, duplicate_of = latest.partition(" ")
+                # Our own earlier attempt (its enqueue failed, the restore too) is not a repeat.
+                if latest_fingerprint == fingerprint and duplicate_of != command.command_id:
+                    return self._double_submit(command, key, duplicate_of)
+                # Stored before the enqueue: if it cannot be stored, nothing is accepted.
+                self.dedup.put(latest_key, f"{fingerprint} {command.command_id}", self.fingerprint_window)
+                stored = True
             self.queue.enqueue(command)
         except BaseException:
+            if latest_key and stored:
+                self._restore_latest(latest_key, latest)
             self.dedup.release(key)
             raise
-        if latest_key:
-            self.remember_latest(latest_key, f"{fingerprint} {command.command_id}")
         self.dedup.confirm(key, self.window)
         metrics.COMMANDS_QUEUED.labels(source=command.source).inc()
         log.info(
@@ -152,16 +146,28 @@ class Ingestor:
         )
         return IngestResult(command.command_id, "accepted", command.providers)
 
+    def _double_submit(self, command: LeadUpdateCommand, key: str, duplicate_of: str) -> IngestResult:
+        """Recorded in the event log (status `duplicate`, nothing to deliver) and counted."""
+        self.queue.record_duplicate(command, duplicate_of)
+        # The command id stays claimed: a retry of a double submission is a duplicate too.
+        self.dedup.confirm(key, self.window)
+        metrics.DOUBLE_SUBMITS.labels(source=command.source).inc()
+        log.info(
+            "event duplicate",
+            extra={"command_id": command.command_id, "dedup": "fingerprint", "duplicate_of": duplicate_of},
+        )
+        return IngestResult(command.command_id, "duplicate", duplicate_of=duplicate_of)
+
     def guards(self, source: str) -> bool:
         """Whether the double-submit guard applies to this source (config, else the sender's default)."""
         if not self.fingerprint_window:
             return False
         return bool((self.config.sources.get(source) or {}).get("double_submit_guard"))
 
-    def remember_latest(self, key: str, value: str) -> None:
-        """The guard only ever withholds a repeat, so failing to update it loses nothing queued:
-        at worst the next identical submission is delivered again."""
+    def _restore_latest(self, key: str, previous: str) -> None:
+        """Undo the guard's record of a command that was not queued ("" = none). If even this
+        fails, the command's own retry is still recognised by its command id."""
         try:
-            self.dedup.put(key, value, self.fingerprint_window)
+            self.dedup.put(key, previous, self.fingerprint_window)
         except DedupUnavailable as exc:
-            log.warning("double-submit guard not updated: %s", exc, extra={"dedup": "fingerprint"})
+            log.warning("double-submit guard not restored: %s", exc, extra={"dedup": "fingerprint"})

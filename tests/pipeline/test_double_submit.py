@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import requests
 from prometheus_client import REGISTRY
 
@@ -140,3 +141,39 @@ def test_a_pipedrive_stage_revert_ends_at_the_senders_latest_stage(make_service,
         if item["Attribute"] == "ProspectStage"
     ]
     assert stages == ["Opportunity", "Contacted", "Opportunity"]
+
+
+def test_a_command_that_was_not_queued_leaves_the_guard_as_it_was(tmp_path) -> None:
+    """The guard records a command before queueing it; if queueing fails, the previous
+    record comes back, so the sender's retry of that change is not taken for a repeat."""
+    import sqlite3
+    from dataclasses import replace
+
+    from service.command import LeadIdentity, LeadUpdateCommand, utcnow
+    from service.dedup import SQLiteDedupStore
+    from service.ingest import Ingestor
+    from service.store import EmbeddedStore
+
+    config = load(base_config(tmp_path, dedup={"fingerprint_window_seconds": 600}))
+    dedup = SQLiteDedupStore(
+        EmbeddedStore(tmp_path / "dedup.db")
+    )  # apart from the queue: no shared transaction
+    queue = EmbeddedStore(tmp_path / "queue.db")
+    ingestor = Ingestor(config, dedup, queue)
+    first = LeadUpdateCommand(
+        command_id="generic:first",
+        source="generic",
+        event_type="lead.updated",
+        occurred_at=utcnow(),
+        lead=LeadIdentity(email="jane@example.com"),
+        changes={"city": "Rome"},
+    )
+    assert ingestor.accept(first).status == "accepted"
+    latest = dedup.get("fpl:generic:email:jane@example.com")
+    # A real failure of the queue write: a row with this command id is already there.
+    change = replace(first, command_id="generic:taken", changes={"city": "Oslo"})
+    queue.enqueue(change)
+    with pytest.raises(sqlite3.IntegrityError):
+        ingestor.accept(change)
+    assert dedup.get("fpl:generic:email:jane@example.com") == latest
+    assert ingestor.accept(replace(change, command_id="generic:retry")).status == "accepted"
