@@ -265,16 +265,21 @@ def validate_changes(changes: dict[str, Any]) -> None:
         raise ValidationError("value: must be a number")
 
 
+def status_problem(status: Any) -> str | None:
+    """Why `status` is not a canonical status (None: it is one, or null)."""
+    if status is None or status in CANONICAL_STATUSES:
+        return None
+    return f"status: {status!r} is not a canonical status; allowed: {', '.join(CANONICAL_STATUSES)}"
+
+
 def validate_event_changes(changes: dict[str, Any]) -> None:
     """`validate_changes` plus what a sender may send: `status` from the canonical
     vocabulary (or null). Applied at ingest, not to queued commands, so a command queued
     before a rule tightened still loads."""
     validate_changes(changes)
-    status = changes.get("status")
-    if status is not None and status not in CANONICAL_STATUSES:
-        raise ValidationError(
-            f"status: {status!r} is not a canonical status; allowed: {', '.join(CANONICAL_STATUSES)}"
-        )
+    problem = status_problem(changes.get("status"))
+    if problem:
+        raise ValidationError(problem)
 
 
 class LeadUpdateCommandSchema(Schema):

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from handlers import build_handlers
 from handlers.base import ConversionError, PermanentError, ProviderHandler
 from service import metrics
-from service.command import LeadUpdateCommand
+from service.command import LeadUpdateCommand, status_problem
 from service.config import Config
 from service.dedup import Claim, DedupStore, DedupUnavailable
 from service.sources.base import PayloadInvalid
@@ -63,8 +63,8 @@ class Ingestor:
 
     def refuse_unconvertible(self, commands: list[LeadUpdateCommand]) -> None:
         """Raise PayloadInvalid (400, naming each field) when a change cannot take the type a
-        routed provider's contract declares for it, before any command of the request is
-        accepted. A status a provider has no mapping for is not refused here: the other
+        routed provider's contract declares for it, or `status` is not a canonical status,
+        before any command of the request is accepted. A status a provider has no mapping for is not refused here: the other
         providers still get the event, and that provider's delivery is dead-lettered at
         stage `mapping` with the reason. An unrouted command is checked when it is replayed,
         by the dispatcher (dead letter at `mapping`)."""
@@ -72,6 +72,11 @@ class Ingestor:
             self._handlers = build_handlers(self.config.providers)
         problems: dict[str, list[str]] = {}
         for command in commands:
+            # A sender's `field_map` may map a free-text field onto `status`.
+            status = status_problem(command.changes.get("status"))
+            if status:
+                problems.setdefault("changes.status", []).append(status)
+                continue
             for provider in self.config.route(command.source, command.event_type):
                 handler = self._handlers.get(provider)
                 if handler is None:

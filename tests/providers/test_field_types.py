@@ -6,6 +6,7 @@ against the canonical vocabulary at ingest and `status: null` is never sent."""
 from __future__ import annotations
 
 import pytest
+import requests
 
 from handlers.base import Outcome
 from tests.providers.helpers import build_handler, provider_entry, routed_config, seed, update
@@ -103,3 +104,24 @@ def test_each_provider_converts_with_its_own_declarations(
         "Score": "7",
         "mx_City": None,
     }
+
+
+def test_a_sender_mapping_free_text_onto_status_is_400(make_service, tmp_path) -> None:
+    """Unbounce's example with its interest field mapped onto `status`: "Pricing, Demo" is no
+    canonical status, so the post is refused naming the field, not dead-lettered later."""
+    from urllib.parse import urlencode
+
+    from tests.senders.conftest import UNBOUNCE_TOKEN, fixture_json, senders_config
+
+    raw = senders_config(tmp_path, unbounce={"field_map": {"what_are_you_interested_in": "status"}})
+    service = make_service(raw)
+    body = urlencode(fixture_json("unbounce", "form_post_docs_example.json")).encode()
+    response = requests.post(
+        f"{service.url}/webhooks/unbounce/{UNBOUNCE_TOKEN}",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=10,
+    )
+    assert response.status_code == 400, response.text
+    [message] = response.json()["details"]["changes.status"]
+    assert "'Pricing, Demo' is not a canonical status" in message and "follow_up, won, lost" in message
