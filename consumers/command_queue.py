@@ -88,6 +88,16 @@ class KafkaCommandQueue:
             except StateUnavailable:
                 pass  # a counter only
 
+    def record_duplicate(self, command: LeadUpdateCommand, duplicate_of: str) -> None:
+        """A double submit goes to the event log only, never to the command topic."""
+        if self.events is None:
+            log.info("double submit not recorded: no event log", extra={"command_id": command.command_id})
+            return
+        try:
+            self.events.record_duplicate(command, duplicate_of)
+        except StateUnavailable as exc:
+            raise QueueUnavailable(f"event log: {exc}") from None
+
     def close(self) -> None:
         with self._lock:
             if self._producer is not None and self._pid == os.getpid():

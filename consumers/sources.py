@@ -85,6 +85,7 @@ class SourceTopicConsumer:
             self.adapter.verify(inbound)
             payload = self.adapter.parse(inbound)
             normalised = self.adapter.normalise(payload, inbound)
+            self.ingestor.refuse_unconvertible(normalised.commands)
         except AdapterError as exc:
             if exc.status >= 500:  # the adapter's own upstream is down: retry, not poison
                 raise Unavailable(exc.message) from None

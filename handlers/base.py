@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import requests
 from requests.adapters import HTTPAdapter
 
-from service.command import LeadIdentity
+from service.command import LeadIdentity, as_text, complete_names, parse_number
 from service.redact import redact, redact_obj
 
 
@@ -66,6 +66,39 @@ class PermanentError(Exception):
         self.reason = reason
         self.stage = stage
         self.details = details or {}
+
+
+class ConversionError(PermanentError):
+    """A value that cannot take the type the provider's contract declares for its field.
+    `details["field"]` names the canonical field (ingest answers 400 naming it)."""
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """What a provider's contract declares for one of its fields."""
+
+    kind: str  # "string" | "number" | "enum" | "any" (sent as the command has it)
+    values: tuple[str, ...] = ()  # enum: the allowed values
+
+    def convert(self, value: Any) -> Any:
+        """`value` as this type; ValueError when it cannot be. None (clear) stays None."""
+        if value is None or self.kind == "any":
+            return value
+        if self.kind == "number":
+            return parse_number(value)
+        text = as_text(value)
+        if self.kind == "enum" and text not in self.values:
+            raise ValueError(f"{text!r} is not one of {', '.join(self.values)}")
+        return text
+
+
+STRING = FieldType("string")
+NUMBER = FieldType("number")
+ANY = FieldType("any")
+
+
+def one_of(*values: str) -> FieldType:
+    return FieldType("enum", tuple(values))
 
 
 class TransientError(Exception):
@@ -160,6 +193,10 @@ class ProviderHandler:
     default_field_map: ClassVar[dict[str, str]] = {}
     # Canonical status -> provider status; config `status_map` entries override these.
     default_status_map: ClassVar[dict[str, str]] = {}
+    # The provider contract's type of each provider field (the conversion step); fields not
+    # listed have `default_field_type`.
+    field_types: ClassVar[dict[str, FieldType]] = {}
+    default_field_type: ClassVar[FieldType] = ANY
     # Extra config keys this handler accepts, as marshmallow fields.
     settings_fields: ClassVar[dict[str, Any]] = {}
     # Default rate limit (calls, per seconds); None: no limit.
@@ -211,15 +248,26 @@ class ProviderHandler:
         return None
 
     def map_fields(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Canonical changes -> provider fields; unmapped canonical fields are left out."""
+        """Canonical changes -> provider fields, each converted to the type the provider's
+        contract declares. Names are completed first (`complete_names`: first/last from a
+        full name and back); unmapped canonical fields are left out; `status: null` is no
+        status change (no provider here can clear a status). Raises ConversionError for a
+        value that cannot take its declared type, PermanentError for an unmapped status."""
         mapped: dict[str, Any] = {}
-        for name, value in changes.items():
+        for name, value in complete_names(changes).items():
             target = self.field_map.get(name)
             if not target:
                 continue
-            if name == "status" and value is not None:
+            if name == "status":
+                if value is None:
+                    continue
                 value = self.map_status(str(value))
-            mapped[target] = value
+            try:
+                mapped[target] = self.field_types.get(target, self.default_field_type).convert(value)
+            except ValueError as exc:
+                raise ConversionError(
+                    f"{self.name}: {name} (sent as {target}): {exc}", stage="mapping", details={"field": name}
+                ) from None
         return mapped
 
     def map_status(self, status: str) -> str:

@@ -17,7 +17,9 @@ import requests
 from marshmallow import fields, validate
 
 from handlers.base import (
+    STRING,
     DeliveryResult,
+    FieldType,
     Outcome,
     PermanentError,
     ProviderHandler,
@@ -28,6 +30,7 @@ from handlers.base import (
     fingerprint,
     response_body,
 )
+from service.command import as_text
 from service.redact import redact
 
 UPDATE_PATH = "/v2/LeadManagement.svc/Lead.Update"
@@ -37,14 +40,8 @@ BY_ID_PATH = "/v2/LeadManagement.svc/Leads.GetById"
 
 
 def lsq_value(value: Any) -> str:
-    """LeadSquared takes every value as a string; null clears the field."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    """LeadSquared takes every value as a string; null clears the field (an empty Value)."""
+    return as_text(value) or ""
 
 
 def classify_leadsquared(response: requests.Response, what: str) -> DeliveryResult:
@@ -98,6 +95,8 @@ class LeadSquaredHandler(ProviderHandler):
     kind: ClassVar[str] = "leadsquared"
     default_base_url: ClassVar[str] = "https://api.leadsquared.com"
     default_rate_limit: ClassVar[tuple[int, float] | None] = (25, 5.0)
+    # Every `Value` of Lead.Update is a string (seed 001).
+    default_field_type: ClassVar[FieldType] = STRING
     default_field_map: ClassVar[dict[str, str]] = {
         "first_name": "FirstName",
         "last_name": "LastName",

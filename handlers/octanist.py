@@ -20,7 +20,10 @@ import requests
 from marshmallow import fields, validate
 
 from handlers.base import (
+    NUMBER,
+    STRING,
     DeliveryResult,
+    FieldType,
     Outcome,
     PermanentError,
     ProviderHandler,
@@ -28,24 +31,12 @@ from handlers.base import (
     classify_exception,
     classify_http,
     fingerprint,
+    one_of,
 )
 
 OCTANIST_STATUSES = ("qualified", "won", "lost")
 IDENTIFIERS = ("id", "email", "phone")
 DEFAULT_UPDATE_PATH = "/api/leads"
-
-
-def as_number(value: Any) -> int | float:
-    """Octanist's `value` is a number; numeric strings are converted here, not there."""
-    if isinstance(value, bool):
-        raise PermanentError(f"value {value!r} is not a number", stage="mapping")
-    if isinstance(value, int | float):
-        return value
-    try:
-        number = float(str(value).strip().replace(",", ""))
-    except ValueError:
-        raise PermanentError(f"value {value!r} is not a number", stage="mapping") from None
-    return int(number) if number.is_integer() else number
 
 
 def error_of(body: Any) -> tuple[str, str, Any]:
@@ -67,6 +58,13 @@ class OctanistHandler(ProviderHandler):
         "value": "value",
         "note": "note",
         "loss_reason": "lossReason",
+    }
+    # Seed 004: status is an enum, value a number, note and lossReason strings.
+    field_types: ClassVar[dict[str, FieldType]] = {
+        "status": one_of(*OCTANIST_STATUSES),
+        "value": NUMBER,
+        "note": STRING,
+        "lossReason": STRING,
     }
     default_status_map: ClassVar[dict[str, str]] = {
         "qualified": "qualified",
@@ -125,11 +123,11 @@ class OctanistHandler(ProviderHandler):
         if status is not None:
             body["status"] = status
         if changes.get("value") is not None:
-            body["value"] = as_number(changes["value"])
+            body["value"] = changes["value"]
         if changes.get("note") is not None:
-            body["note"] = str(changes["note"])
+            body["note"] = changes["note"]
         if status == "lost" and changes.get("lossReason") is not None:
-            body["lossReason"] = str(changes["lossReason"])
+            body["lossReason"] = changes["lossReason"]
         return body
 
     def deliver(self, update: ProviderUpdate) -> DeliveryResult:

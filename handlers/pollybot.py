@@ -22,7 +22,9 @@ import requests
 from marshmallow import fields, validate
 
 from handlers.base import (
+    STRING,
     DeliveryResult,
+    FieldType,
     Outcome,
     PermanentError,
     ProviderHandler,
@@ -31,6 +33,7 @@ from handlers.base import (
     classify_exception,
     classify_http,
     fingerprint,
+    one_of,
     parse_retry_after,
 )
 from handlers.leadsquared import LeadIdCache
@@ -89,6 +92,15 @@ class PollyBotHandler(ProviderHandler):
         "loss_reason": "metadata.loss_reason",
         "score": "metadata.lead_score",
     }
+    # Seed 003: top-level fields are strings, status one of PollyBot's own; metadata values
+    # are free JSON (sent as the command has them).
+    field_types: ClassVar[dict[str, FieldType]] = {
+        "name": STRING,
+        "email": STRING,
+        "phone": STRING,
+        "source": STRING,
+        "status": one_of(*POLLYBOT_STATUSES),
+    }
     default_status_map: ClassVar[dict[str, str]] = {
         "new": "new",
         "contacted": "contacted",
@@ -104,8 +116,6 @@ class PollyBotHandler(ProviderHandler):
         "chatbot_id": fields.String(load_default=None, allow_none=True),  # for `{chatbotId}` paths
         "search_max_pages": fields.Integer(load_default=5, validate=validate.Range(min=1, max=100)),
         "lookup_cache_seconds": fields.Float(load_default=3600.0, validate=validate.Range(min=0)),
-        # Send `name` = "first last" when a command changes both names (and not full_name).
-        "compose_name": fields.Boolean(load_default=True),
     }
 
     def __init__(
@@ -149,14 +159,6 @@ class PollyBotHandler(ProviderHandler):
                 metadata[target[len(METADATA_PREFIX) :]] = value
             else:
                 body[target] = value
-        changes = update.changes
-        if (
-            self.settings.get("compose_name", True)
-            and "name" not in body
-            and changes.get("first_name")
-            and changes.get("last_name")
-        ):
-            body["name"] = f"{changes['first_name']} {changes['last_name']}"
         # Command metadata as sent: nested arrays whole (PollyBot replaces them), null clears.
         metadata.update(update.metadata)
         if metadata:

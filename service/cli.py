@@ -33,6 +33,7 @@ import requests
 
 from service.config import CONFIG_ENV, Config, ConfigError, load_config
 from service.logs import configure_logging
+from service.pipeline.field_coverage import unsent_fields
 
 log = logging.getLogger("leadrelay.cli")
 
@@ -271,6 +272,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"configuration OK: {config.path}")
     print(f"  sources: {', '.join(config.sources) or 'none'}")
     print(f"  providers: {', '.join(config.providers) or 'none'}")
+    for unsent in unsent_fields(config.sources, config.providers, config["routes"]):
+        print(f"warning: {unsent}")
     return 0
 
 
@@ -471,7 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     events = sub.add_parser("events", help="the event log: list, show, replay (one, or by filter)")
     events.add_argument("action", choices=["list", "show", "replay"])
     events.add_argument("command_id", nargs="?")
-    events.add_argument("--status", choices=["pending", "in_flight", "polling", "delivered", "dead_lettered"])
+    events.add_argument(
+        "--status", choices=["pending", "in_flight", "polling", "delivered", "dead_lettered", "duplicate"]
+    )
     events.add_argument("--provider")
     events.add_argument("--source")
     events.add_argument("--event-type")

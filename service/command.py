@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -56,6 +58,61 @@ CANONICAL_STATUSES: tuple[str, ...] = (
 )
 
 DEFAULT_PHONE_REGION = "US"
+
+
+def parse_number(value: Any) -> int | float:
+    """A number from a number or numeric text (`"1,250.50"` -> 1250.5); ValueError otherwise.
+    A whole number comes back as an int, so `5000.0` is sent as `5000`."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number")
+    if isinstance(value, int):
+        return value
+    try:
+        number = value if isinstance(value, float) else float(str(value).replace(",", "").strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return int(number) if number.is_integer() else number
+
+
+def as_text(value: Any) -> str | None:
+    """A change value as text: numbers without a spurious `.0`, booleans as `true`/`false`;
+    None (clear the field) stays None."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def complete_names(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The name rule: a provider gets the name in the form its contract has, whichever form
+    the event carried.
+
+    - Only `full_name` (no `first_name` nor `last_name` in the changes): its first
+      whitespace-separated token is `first_name`, the rest (one space between tokens) is
+      `last_name`; a single token gives `first_name` only ("Cher" -> first_name "Cher").
+    - Both `first_name` and `last_name` and no `full_name`: `full_name` is the non-empty ones
+      joined by a space. One of them alone derives nothing, so a partial update never
+      overwrites a full name with half of it.
+    - A `null` name (clear) derives nothing. Names the event gave are never replaced.
+    """
+    out = dict(changes)
+    full = out.get("full_name")
+    if isinstance(full, str) and full.strip() and "first_name" not in out and "last_name" not in out:
+        first, *rest = full.split()
+        out["first_name"] = first
+        if rest:
+            out["last_name"] = " ".join(rest)
+    elif "full_name" not in out and "first_name" in out and "last_name" in out:
+        parts = [as_text(out[name]) for name in ("first_name", "last_name")]
+        joined = " ".join(part.strip() for part in parts if part and part.strip())
+        if joined:
+            out["full_name"] = joined
+    return out
 
 
 def normalise_email(value: str | None) -> str | None:
@@ -206,6 +263,23 @@ def validate_changes(changes: dict[str, Any]) -> None:
     value = changes.get("value")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise ValidationError("value: must be a number")
+
+
+def status_problem(status: Any) -> str | None:
+    """Why `status` is not a canonical status (None: it is one, or null)."""
+    if status is None or status in CANONICAL_STATUSES:
+        return None
+    return f"status: {status!r} is not a canonical status; allowed: {', '.join(CANONICAL_STATUSES)}"
+
+
+def validate_event_changes(changes: dict[str, Any]) -> None:
+    """`validate_changes` plus what a sender may send: `status` from the canonical
+    vocabulary (or null). Applied at ingest, not to queued commands, so a command queued
+    before a rule tightened still loads."""
+    validate_changes(changes)
+    problem = status_problem(changes.get("status"))
+    if problem:
+        raise ValidationError(problem)
 
 
 class LeadUpdateCommandSchema(Schema):

@@ -192,6 +192,8 @@ COMMON_SOURCE_FIELDS: dict[str, fields.Field] = {
     "enabled": fields.Boolean(load_default=True),
     "field_map": fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict),
     "phone_region": fields.String(load_default="US"),
+    # Withhold a repeat of the lead's latest accepted change; null: the sender's default.
+    "double_submit_guard": fields.Boolean(load_default=None, allow_none=True),
 }
 
 COMMON_PROVIDER_FIELDS: dict[str, fields.Field] = {
@@ -359,6 +361,9 @@ def validate_config(raw: Mapping[str, Any], path: str | None = None) -> Config:
                 data[section][name] = schema.load(settings)
             except ValidationError as exc:
                 errors.extend(_format_errors(exc.messages, f"{section}.{name}"))
+                continue
+            if section == "sources" and data[section][name]["double_submit_guard"] is None:
+                data[section][name]["double_submit_guard"] = kinds[kind].double_submit_guard
     kafka = data.get("kafka") if isinstance(data.get("kafka"), dict) else {}
     for index, binding in enumerate(kafka.get("sources") or []):
         if not isinstance(binding, dict) or "format" not in binding:

@@ -5,6 +5,9 @@ only marked `done` (for the whole window) once the command is durably queued. A 
 between leaves a pending claim that expires, so the sender's retry is accepted rather
 than lost as a "duplicate". A retry that arrives while the claim is pending is told to
 come back (`in_progress`).
+
+Besides claims, the stores keep plain values with a TTL (`get` / `put`): the double-submit
+guard's "latest accepted fingerprint per (source, lead)" is one.
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ class DedupStore(Protocol):
     def confirm(self, key: str, window_seconds: int) -> None: ...
 
     def release(self, key: str) -> None: ...
+
+    def get(self, key: str) -> str | None:
+        """The value `put` under `key`, None when absent or expired."""
+
+    def put(self, key: str, value: str, ttl_seconds: int) -> None:
+        """Store `value` under `key` for `ttl_seconds`, replacing what was there."""
 
     def ping(self) -> None: ...
 
@@ -69,6 +78,24 @@ class SQLiteDedupStore:
     def release(self, key: str) -> None:
         with self.store.transaction() as db:
             db.execute("DELETE FROM dedup WHERE key = ? AND state = 'pending'", (key,))
+
+    # A value shares the claims' table: its `state` column holds the value (keys of the two
+    # uses never collide: claims are `cmd:...`, values are named by their user).
+    def get(self, key: str) -> str | None:
+        row = (
+            self.store.connection()
+            .execute("SELECT state FROM dedup WHERE key = ? AND expires_at > ?", (key, time.time()))
+            .fetchone()
+        )
+        return None if row is None else str(row["state"])
+
+    def put(self, key: str, value: str, ttl_seconds: int) -> None:
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT INTO dedup (key, state, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at",
+                (key, value, time.time() + ttl_seconds),
+            )
 
     def ping(self) -> None:
         self.store.connection().execute("SELECT 1").fetchone()
@@ -110,6 +137,19 @@ class RedisDedupStore:
             self._release(keys=[self.prefix + key])
         except redis.RedisError:
             pass  # the pending claim expires on its own
+
+    def get(self, key: str) -> str | None:
+        try:
+            value = self.client.get(self.prefix + key)
+        except redis.RedisError as exc:
+            raise DedupUnavailable(f"redis: {exc}") from None
+        return value.decode() if isinstance(value, bytes) else value
+
+    def put(self, key: str, value: str, ttl_seconds: int) -> None:
+        try:
+            self.client.set(self.prefix + key, value, ex=ttl_seconds)
+        except redis.RedisError as exc:
+            raise DedupUnavailable(f"redis: {exc}") from None
 
     def ping(self) -> None:
         try:

@@ -20,6 +20,7 @@ from typing import Any
 from handlers import build_handlers
 from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpdate
 from service import metrics
+from service.command import complete_names
 from service.config import Config
 from service.logs import command_id_var
 from service.ratelimit import InProcessRateLimiter, RateLimiter
@@ -56,7 +57,9 @@ def coalesce(deliveries: list[Delivery], applied: Mapping[str, str]) -> Coalesce
 
     Events are applied in `occurred_at` order (queue order breaks ties): later values win
     per field, metadata is merged. A field whose value comes from an event older than the
-    one already applied for that lead and field is not sent (stale protection).
+    one already applied for that lead and field is not sent (stale protection). Names are
+    completed per command first (`complete_names`), so a name derived from an older event
+    carries that event's version and never overwrites a newer one.
     """
     ordered = sorted(deliveries, key=lambda d: (d.command.occurred_at, d.seq))
     changes: dict[str, Any] = {}
@@ -66,7 +69,7 @@ def coalesce(deliveries: list[Delivery], applied: Mapping[str, str]) -> Coalesce
     for delivery in ordered:
         command = delivery.command
         when = version_stamp(command.occurred_at)
-        for name, value in command.changes.items():
+        for name, value in complete_names(command.changes).items():
             if name in applied and applied[name] > when:
                 stale.append(name)
                 continue
@@ -191,12 +194,13 @@ class DeliveryCore:
                 "delivered", response=response, field_versions=field_versions, error=result.reason or None
             )
         if result.outcome is Outcome.ACCEPTED:
+            # No field versions yet: only what the provider applied counts for stale
+            # protection, and that is known when a poll reports success.
             return Decision(
                 "polling",
                 response=response,
                 request_id=result.request_id,
                 next_attempt_at=now + float(handler.settings.get("poll_interval_seconds", 2.0)),
-                field_versions=field_versions,
             )
         if result.outcome is Outcome.RATE_LIMITED:
             wait = result.retry_after if result.retry_after is not None else (limit[1] if limit else 5.0)
@@ -254,7 +258,10 @@ class DeliveryCore:
             ended, still = {"count_attempt": False}, {"count_attempt": True}
         response = {"status_code": result.status_code, "body": result.response, "request_id": request_id}
         if result.outcome is Outcome.DELIVERED:
-            return Decision("delivered", response=response, **ended)
+            # The provider applied the update: record its field versions now (the same
+            # coalescing rule as the call; the store only ever moves a version forward).
+            versions = coalesce(group.deliveries, {}).field_versions
+            return Decision("delivered", response=response, field_versions=versions, **ended)
         if result.outcome is Outcome.PERMANENT:
             return Decision(
                 "dead_lettered",
@@ -343,7 +350,7 @@ class EmbeddedDispatcher:
             count_attempt=decision.count_attempt,
             count_poll=decision.count_poll,
             request_id=decision.request_id,
-            field_versions=decision.field_versions if decision.status in ("delivered", "polling") else None,
+            field_versions=decision.field_versions if decision.status == "delivered" else None,
         )
         for delivery in group.deliveries:
             token = command_id_var.set(delivery.command.command_id)

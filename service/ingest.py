@@ -2,6 +2,13 @@
 
 Shared by the webhook routes and the Kafka source consumers. A command is answered
 `accepted` only once `queue.enqueue` has returned, that is once it is durable.
+
+Two dedup rules. A `command_id` seen within `dedup.window_seconds` is a redelivery. For a
+sender whose `double_submit_guard` is on, a command whose content fingerprint equals the
+one of the *latest accepted* command of the same (source, lead) within
+`dedup.fingerprint_window_seconds` is a double submit: recorded in the event log as
+`duplicate` (never queued for delivery) and counted; any different change accepted in
+between makes the next one new again.
 """
 
 from __future__ import annotations
@@ -11,10 +18,13 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from handlers import build_handlers
+from handlers.base import ConversionError, PermanentError, ProviderHandler
 from service import metrics
-from service.command import LeadUpdateCommand
+from service.command import LeadUpdateCommand, status_problem
 from service.config import Config
-from service.dedup import Claim, DedupStore
+from service.dedup import Claim, DedupStore, DedupUnavailable
+from service.sources.base import PayloadInvalid
 
 log = logging.getLogger("leadrelay.ingest")
 
@@ -24,6 +34,9 @@ class CommandQueue(Protocol):
         """Return only once the command is durable (SQLite commit, Kafka ack)."""
 
     def note_duplicate(self, command_id: str) -> None: ...
+
+    def record_duplicate(self, command: LeadUpdateCommand, duplicate_of: str) -> None:
+        """Keep a double submit in the event log, status `duplicate`, with nothing to deliver."""
 
 
 class QueueUnavailable(Exception):
@@ -35,6 +48,7 @@ class IngestResult:
     command_id: str
     status: str  # "accepted" | "duplicate" | "in_progress"
     providers: tuple[str, ...] = ()
+    duplicate_of: str | None = None  # a double submit: the command it repeats
 
 
 class Ingestor:
@@ -45,6 +59,36 @@ class Ingestor:
         self.window = int(config["dedup"]["window_seconds"])
         self.fingerprint_window = int(config["dedup"]["fingerprint_window_seconds"])
         self.pending = int(config["dedup"]["pending_seconds"])
+        self._handlers: dict[str, ProviderHandler] | None = None
+
+    def refuse_unconvertible(self, commands: list[LeadUpdateCommand]) -> None:
+        """Raise PayloadInvalid (400, naming each field) when a change cannot take the type a
+        routed provider's contract declares for it, or `status` is not a canonical status,
+        before any command of the request is accepted. A status a provider has no mapping for is not refused here: the other
+        providers still get the event, and that provider's delivery is dead-lettered at
+        stage `mapping` with the reason. An unrouted command is checked when it is replayed,
+        by the dispatcher (dead letter at `mapping`)."""
+        if self._handlers is None:
+            self._handlers = build_handlers(self.config.providers)
+        problems: dict[str, list[str]] = {}
+        for command in commands:
+            # A sender's `field_map` may map a free-text field onto `status`.
+            status = status_problem(command.changes.get("status"))
+            if status:
+                problems.setdefault("changes.status", []).append(status)
+                continue
+            for provider in self.config.route(command.source, command.event_type):
+                handler = self._handlers.get(provider)
+                if handler is None:
+                    continue
+                try:
+                    handler.map_fields(command.changes)
+                except ConversionError as exc:
+                    problems.setdefault(f"changes.{exc.details['field']}", []).append(exc.reason)
+                except PermanentError:
+                    continue
+        if problems:
+            raise PayloadInvalid("a change does not have the type a provider's contract declares", problems)
 
     def unit_of_work(self) -> AbstractContextManager[Any]:
         """When dedup keys and the queue live in one database, claim, queue and confirm in a
@@ -69,34 +113,33 @@ class Ingestor:
                     "event_type": command.event_type,
                 },
             )
-        claimed: list[tuple[str, int]] = []
-        keys = [(f"cmd:{command.command_id}", self.window)]
-        if self.fingerprint_window:
-            keys.append((f"fp:{command.fingerprint()}", self.fingerprint_window))
+        key = f"cmd:{command.command_id}"
+        claim = self.dedup.claim(key, self.pending)
+        if claim is not Claim.CLAIMED:
+            if claim is Claim.DUPLICATE:
+                self.queue.note_duplicate(command.command_id)
+            log.info("event %s", claim.value, extra={"command_id": command.command_id, "dedup": "cmd"})
+            return IngestResult(command.command_id, claim.value)
+        latest_key = f"fpl:{command.source}:{command.lead_key}" if self.guards(command.source) else None
+        latest, stored = "", False
         try:
-            for key, window in keys:
-                claim = self.dedup.claim(key, self.pending)
-                if claim is Claim.CLAIMED:
-                    claimed.append((key, window))
-                    continue
-                # The command id stays claimed: a retry of a double submission is a duplicate too.
-                for own_key, own_window in claimed:
-                    self.dedup.confirm(own_key, own_window)
-                if claim is Claim.DUPLICATE and key.startswith("cmd:"):
-                    self.queue.note_duplicate(command.command_id)
-                log.info(
-                    "event %s",
-                    claim.value,
-                    extra={"command_id": command.command_id, "dedup": key.split(":")[0]},
-                )
-                return IngestResult(command.command_id, claim.value)
+            fingerprint = command.fingerprint()
+            if latest_key:
+                latest = self.dedup.get(latest_key) or ""
+                latest_fingerprint, _, duplicate_of = latest.partition(" ")
+                # Our own earlier attempt (its enqueue failed, the restore too) is not a repeat.
+                if latest_fingerprint == fingerprint and duplicate_of != command.command_id:
+                    return self._double_submit(command, key, duplicate_of)
+                # Stored before the enqueue: if it cannot be stored, nothing is accepted.
+                self.dedup.put(latest_key, f"{fingerprint} {command.command_id}", self.fingerprint_window)
+                stored = True
             self.queue.enqueue(command)
         except BaseException:
-            for key, _ in claimed:
-                self.dedup.release(key)
+            if latest_key and stored:
+                self._restore_latest(latest_key, latest)
+            self.dedup.release(key)
             raise
-        for key, window in claimed:
-            self.dedup.confirm(key, window)
+        self.dedup.confirm(key, self.window)
         metrics.COMMANDS_QUEUED.labels(source=command.source).inc()
         log.info(
             "command queued",
@@ -107,3 +150,29 @@ class Ingestor:
             },
         )
         return IngestResult(command.command_id, "accepted", command.providers)
+
+    def _double_submit(self, command: LeadUpdateCommand, key: str, duplicate_of: str) -> IngestResult:
+        """Recorded in the event log (status `duplicate`, nothing to deliver) and counted."""
+        self.queue.record_duplicate(command, duplicate_of)
+        # The command id stays claimed: a retry of a double submission is a duplicate too.
+        self.dedup.confirm(key, self.window)
+        metrics.DOUBLE_SUBMITS.labels(source=command.source).inc()
+        log.info(
+            "event duplicate",
+            extra={"command_id": command.command_id, "dedup": "fingerprint", "duplicate_of": duplicate_of},
+        )
+        return IngestResult(command.command_id, "duplicate", duplicate_of=duplicate_of)
+
+    def guards(self, source: str) -> bool:
+        """Whether the double-submit guard applies to this source (config, else the sender's default)."""
+        if not self.fingerprint_window:
+            return False
+        return bool((self.config.sources.get(source) or {}).get("double_submit_guard"))
+
+    def _restore_latest(self, key: str, previous: str) -> None:
+        """Undo the guard's record of a command that was not queued ("" = none). If even this
+        fails, the command's own retry is still recognised by its command id."""
+        try:
+            self.dedup.put(key, previous, self.fingerprint_window)
+        except DedupUnavailable as exc:
+            log.warning("double-submit guard not restored: %s", exc, extra={"dedup": "fingerprint"})

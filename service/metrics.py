@@ -33,6 +33,11 @@ WEBHOOKS_RECEIVED = Counter(
     ["source", "outcome"],
 )
 COMMANDS_QUEUED = Counter("leadrelay_commands_queued_total", "Commands durably queued", ["source"])
+DOUBLE_SUBMITS = Counter(
+    "leadrelay_double_submits_total",
+    "Commands withheld as a repeat of the lead's latest accepted change (event log status duplicate)",
+    ["source"],
+)
 EVENTS_IGNORED = Counter(
     "leadrelay_events_ignored_total", "Unsupported event types acknowledged", ["source", "event_type"]
 )

@@ -45,11 +45,14 @@ SCHEMAS: dict[str, Any] = {
     "WebhookResult": {
         "type": "object",
         "required": ["status"],
-        "description": "`accepted` (202): durably queued. `duplicate` (200): seen before, nothing queued. "
+        "description": "`accepted` (202): durably queued. `duplicate` (200): seen before, nothing queued; "
+        "`duplicate_of` names the command it repeats when it is a double submit (the same changes as the "
+        "lead's latest accepted event from this source), which the event log keeps with status `duplicate`. "
         "`ignored` (200): an event type this sender's adapter does not handle, acknowledged and counted.",
         "properties": {
             "status": {"type": "string", "enum": ["accepted", "duplicate", "ignored"]},
             "command_id": {"type": "string"},
+            "duplicate_of": {"type": "string"},
             "command_ids": {"type": "array", "items": {"type": "string"}},
             "results": {
                 "type": "array",
@@ -59,6 +62,7 @@ SCHEMAS: dict[str, Any] = {
                     "properties": {
                         "command_id": {"type": "string"},
                         "status": {"type": "string", "enum": ["accepted", "duplicate", "in_progress"]},
+                        "duplicate_of": {"type": "string"},
                     },
                 },
             },
@@ -114,6 +118,10 @@ SCHEMAS: dict[str, Any] = {
             "occurred_at": {"type": "string"},
             "received_at": NULLABLE_STRING,
             "duplicates_received": {"type": "integer"},
+            "duplicate_of": {
+                **NULLABLE_STRING,
+                "description": "a double submit (status `duplicate`, nothing delivered): the command it repeats",
+            },
             "command": _ref("Command"),
             "deliveries": {"type": "array", "items": _ref("Delivery")},
         },

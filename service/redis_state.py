@@ -29,7 +29,7 @@ from service.command import LeadUpdateCommand
 from service.domain.state import EventFilter
 from service.ratelimit import SAFETY_MARGIN_SECONDS
 from service.redact import redact_obj
-from service.store import OPEN_STATUSES, _iso, _overall_status
+from service.store import OPEN_STATUSES, _iso, _overall_status, duplicate_note
 
 TERMINAL = ("delivered", "dead_lettered")
 
@@ -238,6 +238,20 @@ class RedisEventStore:
 
         self._call(run)
 
+    def record_duplicate(self, command: LeadUpdateCommand, duplicate_of: str) -> None:
+        """A double submit in the event log (never produced to the command topic): the
+        command, `duplicate_of`, and each routed provider in status `duplicate`."""
+        self.register(command)
+        self._call(lambda: self.client.hset(self.event_key(command.command_id), "duplicate_of", duplicate_of))
+        for provider in command.providers:
+            self.record(
+                command.command_id,
+                provider,
+                "duplicate",
+                last_error=duplicate_note(duplicate_of),
+                error_stage="dedup",
+            )
+
     def note_duplicate(self, command_id: str) -> None:
         def bump() -> None:
             if self.client.exists(self.event_key(command_id)):
@@ -387,9 +401,13 @@ class RedisEventStore:
         for provider in command.get("providers") or []:
             deliveries.setdefault(provider, {"status": "pending", "attempts": 0})
         text = {k.decode(): v.decode() for k, v in raw.items() if not k.decode().startswith("d:")}
+        duplicate_of = text.get("duplicate_of")
         return {
             "command_id": command_id,
-            "status": _overall_status([d.get("status", "pending") for d in deliveries.values()]),
+            "status": "duplicate"
+            if duplicate_of
+            else _overall_status([d.get("status", "pending") for d in deliveries.values()]),
+            "duplicate_of": duplicate_of,
             "lead_key": text.get("lead_key"),
             "source": text.get("source"),
             "event_type": text.get("event_type"),

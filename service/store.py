@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS commands (
     occurred_at TEXT NOT NULL,
     received_at REAL NOT NULL,
     duplicates INTEGER NOT NULL DEFAULT 0,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    duplicate_of TEXT
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     command_id TEXT NOT NULL,
@@ -113,6 +114,9 @@ class EmbeddedStore(EventLogQueries):
         columns = {row["name"] for row in db.execute("PRAGMA table_info(deliveries)")}
         if "polls" not in columns:
             db.execute("ALTER TABLE deliveries ADD COLUMN polls INTEGER NOT NULL DEFAULT 0")
+        columns = {row["name"] for row in db.execute("PRAGMA table_info(commands)")}
+        if "duplicate_of" not in columns:
+            db.execute("ALTER TABLE commands ADD COLUMN duplicate_of TEXT")
 
     def connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -199,6 +203,42 @@ class EmbeddedStore(EventLogQueries):
     def note_duplicate(self, command_id: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE commands SET duplicates = duplicates + 1 WHERE command_id = ?", (command_id,))
+
+    def record_duplicate(self, command: LeadUpdateCommand, duplicate_of: str) -> None:
+        """A double submit in the event log: the command, `duplicate_of`, and one row per
+        routed provider in status `duplicate` (never claimed, so never delivered)."""
+        now = time.time()
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO commands (command_id, lead_key, source, event_type, occurred_at, received_at, body,"
+                " duplicate_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    command.command_id,
+                    command.lead_key,
+                    command.source,
+                    command.event_type,
+                    command.occurred_at.isoformat(),
+                    now,
+                    command.to_json(),
+                    duplicate_of,
+                ),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO deliveries (command_id, provider, seq, lead_key, status, next_attempt_at,"
+                " updated_at, last_error, error_stage) VALUES (?, ?, ?, ?, 'duplicate', ?, ?, ?, 'dedup')",
+                [
+                    (
+                        command.command_id,
+                        p,
+                        cursor.lastrowid or 0,
+                        command.lead_key,
+                        now,
+                        now,
+                        duplicate_note(duplicate_of),
+                    )
+                    for p in command.providers
+                ],
+            )
 
     # ---- dispatcher --------------------------------------------------------------------
 
@@ -419,7 +459,10 @@ class EmbeddedStore(EventLogQueries):
         ).fetchall()
         return {
             "command_id": row["command_id"],
-            "status": _overall_status([d["status"] for d in deliveries]),
+            "status": "duplicate"
+            if row["duplicate_of"]
+            else _overall_status([d["status"] for d in deliveries]),
+            "duplicate_of": row["duplicate_of"],
             "lead_key": row["lead_key"],
             "source": row["source"],
             "event_type": row["event_type"],
@@ -492,3 +535,7 @@ class EmbeddedStore(EventLogQueries):
             "depth": float(row["depth"]),
             "oldest_age_seconds": (now - row["oldest"]) if row["oldest"] else 0.0,
         }
+
+
+def duplicate_note(duplicate_of: str) -> str:
+    return f"double submit: the same changes as {duplicate_of}, the lead's latest accepted event from this source"

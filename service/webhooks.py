@@ -61,6 +61,7 @@ def receive(source: str, token: str | None = None) -> Any:
         adapter.verify(inbound)
         payload = adapter.parse(inbound)
         normalised = adapter.normalise(payload, inbound)
+        runtime.ingestor.refuse_unconvertible(normalised.commands)
     except AdapterError as exc:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome=exc.code.lower()).inc()
         log.info("webhook rejected: %s", exc.message, extra={"source": source, "status": exc.status})
@@ -106,9 +107,15 @@ def ingest_response(source: str, results: list[IngestResult]) -> Any:
     body: dict[str, Any] = {"status": outcome}
     if len(results) == 1:
         body["command_id"] = results[0].command_id
+        if results[0].duplicate_of:
+            body["duplicate_of"] = results[0].duplicate_of
     else:
         body["command_ids"] = [r.command_id for r in results]
-        body["results"] = [{"command_id": r.command_id, "status": r.status} for r in results]
+        body["results"] = [
+            {"command_id": r.command_id, "status": r.status}
+            | ({"duplicate_of": r.duplicate_of} if r.duplicate_of else {})
+            for r in results
+        ]
     return jsonify(body), 202 if outcome == "accepted" else 200
 
 

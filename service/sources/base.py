@@ -126,6 +126,10 @@ class SourceAdapter:
     settings_fields: ClassVar[dict[str, Any]] = {}
     # Sources that the Kafka consumers can read in this format (False: HTTP only).
     kafka_capable: ClassVar[bool] = True
+    # Whether a repeat of the lead's latest accepted change is a double submit (forms
+    # without a stable id per submission) or a real event (a CRM change with its own id).
+    # The source's `double_submit_guard` setting overrides it.
+    double_submit_guard: ClassVar[bool] = True
 
     def __init__(self, source: str, settings: Mapping[str, Any]) -> None:
         self.source = source

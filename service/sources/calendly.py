@@ -69,6 +69,8 @@ class CalendlyEvent(LooseSchema):
 
 class CalendlyAdapter(SenderAdapter):
     name: ClassVar[str] = "calendly"
+    # Each event is a booking or cancellation with its own invitee URI: a repeat is a real change, never a double submit.
+    double_submit_guard: ClassVar[bool] = False
     settings_fields: ClassVar[dict[str, Any]] = {
         "signing_key": secret_setting(),  # the webhook subscription's signing_key
         "field_map": field_map_setting(),

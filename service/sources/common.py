@@ -25,6 +25,7 @@ from service.command import (
     LeadIdentity,
     normalise_email,
     normalise_phone,
+    parse_number,
 )
 from service.sources.base import AuthenticationFailed, InboundRequest, PayloadInvalid, UnsupportedMediaType
 
@@ -211,15 +212,13 @@ def clean_changes(changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_number(value: Any) -> float | int | None:
-    if value is None or value == "" or isinstance(value, bool):
+    """A sender's number, or None when it has none (empty, not numeric)."""
+    if value is None or value == "":
         return None
-    if isinstance(value, int | float):
-        return value
     try:
-        number = float(str(value).replace(",", "").strip())
+        return parse_number(value)
     except ValueError:
         return None
-    return int(number) if number.is_integer() else number
 
 
 _EMAIL = validate.Email()

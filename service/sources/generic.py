@@ -19,7 +19,7 @@ from service.command import (
     LeadIdentitySchema,
     LeadUpdateCommand,
     make_command_id,
-    validate_changes,
+    validate_event_changes,
 )
 from service.config import StringList
 from service.sources.base import (
@@ -39,7 +39,7 @@ class CanonicalEventSchema(Schema):
     event_type = fields.String(load_default="lead.updated", validate=validate.Length(min=1, max=128))
     occurred_at = fields.AwareDateTime(load_default=None, default_timezone=UTC)
     lead = fields.Nested(LeadIdentitySchema, required=True)
-    changes = fields.Dict(keys=fields.String(), required=True, validate=validate_changes)
+    changes = fields.Dict(keys=fields.String(), required=True, validate=validate_event_changes)
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
 
 

@@ -113,6 +113,8 @@ def v3_uri(url: str) -> str:
 
 class HubSpotAdapter(SenderAdapter):
     name: ClassVar[str] = "hubspot"
+    # Each event is a CRM change with its own event id: a repeat is a real change, never a double submit.
+    double_submit_guard: ClassVar[bool] = False
     settings_fields: ClassVar[dict[str, Any]] = {
         "client_secret": secret_setting(),  # the app's client secret (signs every request)
         "access_token": secret_setting(),  # private app token, scope crm.objects.contacts.read + deals.read

@@ -76,6 +76,8 @@ def person_values(person: dict[str, Any]) -> dict[str, Any]:
 
 class PipedriveAdapter(SenderAdapter):
     name: ClassVar[str] = "pipedrive"
+    # Each event is a CRM change with its own `meta.id`: a repeat is a real change, never a double submit.
+    double_submit_guard: ClassVar[bool] = False
     settings_fields: ClassVar[dict[str, Any]] = {
         "username": secret_setting(),  # the HTTP auth user set on the Pipedrive webhook
         "password": secret_setting(),

@@ -8,7 +8,7 @@ from typing import Any
 
 from service.domain.state import EventFilter
 
-EVENT_STATUSES = ("pending", "in_flight", "polling", "delivered", "dead_lettered")
+EVENT_STATUSES = ("pending", "in_flight", "polling", "delivered", "dead_lettered", "duplicate")
 FILTER_FIELDS = ("status", "provider", "source", "event_type", "lead", "since", "until")
 
 

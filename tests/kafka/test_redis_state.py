@@ -1,7 +1,8 @@
-"""The Redis-backed state on its own: the shared rate limiter and the ledger claims."""
+"""The Redis-backed state on its own: the shared rate limiter, the ledger claims, the event log of double submits (and distributed ingest over it)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -105,3 +106,61 @@ def test_event_list_filters_by_source_type_lead_and_time(redis_url: str, redis_p
     assert listed(since=now + 0.5) == ["b:1"]
     assert listed(until=now + 0.5) == ["a:1"]
     assert store.list_events(EventFilter(source="typeform"))[0]["lead"]["email"] == "jane@example.com"
+
+
+def test_a_double_submit_is_in_the_event_log_with_nothing_to_deliver(
+    redis_url: str, redis_prefix: str
+) -> None:
+    events = RedisEventStore(redis.Redis.from_url(redis_url), redis_prefix)
+    command = LeadUpdateCommand(
+        command_id="generic:again",
+        source="generic",
+        event_type="form.submitted",
+        occurred_at=utcnow(),
+        lead=LeadIdentity(email="jane@example.com"),
+        changes={"city": "Rome"},
+        providers=("leadsquared",),
+    )
+    events.record_duplicate(command, "generic:first")
+    event = events.get_event("generic:again")
+    assert event["status"] == "duplicate" and event["duplicate_of"] == "generic:first"
+    [delivery] = event["deliveries"]
+    assert delivery["status"] == "duplicate" and "generic:first" in delivery["last_error"]
+    listed = events.list_events(EventFilter(status="duplicate"))
+    assert [e["command_id"] for e in listed] == ["generic:again"]
+
+
+def test_distributed_ingest_withholds_only_a_repeat_of_the_latest_change(broker, kafka_config) -> None:
+    """Redis dedup + Kafka queue: A, A (double submit: event log only), B, A (a real change)."""
+    from dataclasses import replace
+
+    from service.config import validate_config
+    from service.runtime import build_runtime
+    from tests.kafka.conftest import read_topic
+
+    config = validate_config(kafka_config("http://127.0.0.1:9", dedup={"fingerprint_window_seconds": 600}))
+    runtime = build_runtime(config)
+    base = LeadUpdateCommand(
+        command_id="generic:a1",
+        source="generic",
+        event_type="lead.updated",
+        occurred_at=utcnow(),
+        lead=LeadIdentity(email="jane@example.com"),
+        changes={"city": "Rome"},
+    )
+    statuses = [
+        runtime.ingestor.accept(replace(base, command_id=command_id, changes={"city": city})).status
+        for command_id, city in (
+            ("generic:a1", "Rome"),
+            ("generic:a2", "Rome"),
+            ("generic:b", "Oslo"),
+            ("generic:a3", "Rome"),
+        )
+    ]
+    assert statuses == ["accepted", "duplicate", "accepted", "accepted"]
+    event = runtime.store.get_event("generic:a2")
+    assert event["status"] == "duplicate" and event["duplicate_of"] == "generic:a1"
+    topic = config["kafka"]["topics"]["commands"]
+    produced = sorted(json.loads(r.value)["command_id"] for r in read_topic(broker.bootstrap, topic, 3))
+    assert produced == ["generic:a1", "generic:a3", "generic:b"]
+    runtime.queue.close()

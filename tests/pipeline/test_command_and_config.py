@@ -5,7 +5,16 @@ from datetime import UTC, datetime
 import pytest
 from marshmallow import ValidationError
 
-from service.command import LeadIdentity, LeadUpdateCommand, make_command_id, normalise_email, normalise_phone
+from service.command import (
+    LeadIdentity,
+    LeadUpdateCommand,
+    as_text,
+    complete_names,
+    make_command_id,
+    normalise_email,
+    normalise_phone,
+    parse_number,
+)
 from service.config import ConfigError, load_config, validate_config
 from tests.support import base_config, write_config
 
@@ -96,3 +105,57 @@ def test_env_overrides_bring_secrets_and_urls(tmp_path) -> None:
 def test_the_bundled_config_is_valid() -> None:
     config = load_config(environ={})
     assert config.route("generic", "form.submitted") == ["leadsquared"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "completed"),
+    [
+        ({"full_name": "Jane van der Berg"}, {"first_name": "Jane", "last_name": "van der Berg"}),
+        ({"full_name": "  Cher "}, {"first_name": "Cher"}),
+        ({"first_name": "Jane", "last_name": "Doe"}, {"full_name": "Jane Doe"}),
+        ({"first_name": "Jane", "last_name": None}, {"full_name": "Jane"}),
+        ({"first_name": "Jane"}, {}),  # a partial update never replaces a full name with half of it
+        ({"full_name": None}, {}),  # clearing derives nothing
+        ({"full_name": "Jane Doe", "first_name": "J."}, {}),  # given names are never replaced
+    ],
+)
+def test_the_name_rule(changes, completed) -> None:
+    assert complete_names(changes) == {**changes, **completed}
+
+
+def test_numbers_and_text() -> None:
+    assert parse_number("1,250.50") == 1250.5 and parse_number(5000.0) == 5000 and parse_number("7") == 7
+    for bad in ("high", True, "nan", "inf", ""):
+        with pytest.raises(ValueError):
+            parse_number(bad)
+    assert [as_text(v) for v in (42, 5000.0, 2.5, True, None, "x")] == [
+        "42",
+        "5000",
+        "2.5",
+        "true",
+        None,
+        "x",
+    ]
+
+
+def test_check_config_reports_a_mapping_no_routed_provider_sends(tmp_path, capsys) -> None:
+    from service.cli import main as cli_main
+
+    raw = base_config(tmp_path)
+    raw["sources"]["meta"] = {"type": "meta_lead_ads"}
+    raw["routes"] = [{"source": "*", "providers": ["leadsquared"]}]
+    assert cli_main(["--config", str(write_config(tmp_path, raw)), "check-config"]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    # Meta's full name reaches LeadSquared as FirstName/LastName; its street address nowhere.
+    assert warnings == [
+        "warning: sources.meta: 'street_address' is mapped to 'address', which none of its providers"
+        " (leadsquared) sends; map it in a provider's field_map or drop it"
+    ]
+    raw["providers"]["leadsquared"]["field_map"] = {"address": "mx_Street1"}
+    assert cli_main(["--config", str(write_config(tmp_path, raw)), "check-config"]) == 0
+    assert "warning:" not in capsys.readouterr().out
+    raw["providers"] = {"octanist": {"type": "octanist", "api_key": "k"}}
+    raw["routes"] = [{"source": "meta", "providers": ["octanist"]}]
+    assert cli_main(["--config", str(write_config(tmp_path, raw)), "check-config"]) == 0
+    reported = capsys.readouterr().out
+    assert "'full_name' is mapped to 'full_name'" in reported and "'email'" not in reported

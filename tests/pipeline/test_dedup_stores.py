@@ -9,7 +9,7 @@ import redis
 
 from service.dedup import Claim, DedupUnavailable, RedisDedupStore, SQLiteDedupStore
 from service.store import EmbeddedStore
-from tests.support import PrivateRedis
+from tests.support import PrivateRedis, wait_until
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -72,3 +72,12 @@ def test_redis_down_is_reported_not_guessed() -> None:
         store.claim("cmd:h", 60)
     with pytest.raises(DedupUnavailable):
         store.ping()
+
+
+def test_values_get_put_replace_and_expire(dedup) -> None:
+    assert dedup.get("fpl:generic:email:a@example.com") is None
+    dedup.put("fpl:generic:email:a@example.com", "fp1 generic:m1", 3600)
+    assert dedup.get("fpl:generic:email:a@example.com") == "fp1 generic:m1"
+    dedup.put("fpl:generic:email:a@example.com", "fp2 generic:m2", 1)
+    assert dedup.get("fpl:generic:email:a@example.com") == "fp2 generic:m2"
+    wait_until(lambda: dedup.get("fpl:generic:email:a@example.com") is None, timeout=5, what="value expiry")

@@ -71,14 +71,24 @@ def test_duplicate_event_is_answered_200_and_not_queued_twice(service) -> None:
 
 
 def test_double_submitted_form_is_caught_by_the_fingerprint_window(make_service, lsq_sim, tmp_path) -> None:
-    from tests.support import base_config
+    from tests.support import admin_get, base_config
 
     service = make_service(base_config(tmp_path, lsq_sim.url, dedup={"fingerprint_window_seconds": 600}))
     assert post_generic(service.url, canonical_event(), "msg_form_1").status_code == 202
     second = post_generic(service.url, canonical_event(), "msg_form_2")  # new id, same content
-    assert second.status_code == 200 and second.json()["status"] == "duplicate"
+    assert second.status_code == 200
+    assert second.json() == {
+        "status": "duplicate",
+        "command_id": "generic:msg_form_2",
+        "duplicate_of": "generic:msg_form_1",
+    }
     assert post_generic(service.url, canonical_event(city="Paris"), "msg_form_3").status_code == 202
-    assert queued(service) == 2
+    # The double submit is in the event log, with nothing to deliver.
+    event = admin_get(service.url, "/v1/events/generic:msg_form_2").json()
+    assert event["status"] == "duplicate" and event["duplicate_of"] == "generic:msg_form_1"
+    assert [d["status"] for d in event["deliveries"]] == ["duplicate"]
+    listed = admin_get(service.url, "/v1/events?status=duplicate").json()["events"]
+    assert [e["command_id"] for e in listed] == ["generic:msg_form_2"]
 
 
 def _post(service, body: bytes, headers: dict[str, str]) -> requests.Response:

@@ -252,3 +252,24 @@ def test_lead_lookups_take_rate_limit_slots_of_their_own(tmp_path, make_service)
         assert all(deliveries(service, f"l{n}")["leadsquared"]["status"] == "delivered" for n in range(6))
     finally:
         sim.stop()
+
+
+def test_an_older_full_name_never_overwrites_newer_first_and_last_names(
+    tmp_path, make_service, lsq_sim
+) -> None:
+    """Names are completed per command before stale protection: the older event's full name
+    becomes first/last names with the older event's version, so they are superseded."""
+    seed(lsq_sim.url, [{"EmailAddress": JANE}])
+    service = make_service(
+        routed_config(tmp_path, {"leadsquared": provider_entry("leadsquared", lsq_sim.url)})
+    )
+    post_generic(
+        service.url, event({"first_name": "Jane", "last_name": "Doe"}, "2026-11-22T10:00:02Z"), "new"
+    )
+    service.drain()
+    post_generic(service.url, event({"full_name": "Janet Old"}, "2026-11-22T10:00:01Z"), "old")
+    service.drain()
+    assert [call["json"] for call in lsq_updates(lsq_sim.url)] == [
+        [{"Attribute": "FirstName", "Value": "Jane"}, {"Attribute": "LastName", "Value": "Doe"}]
+    ]
+    assert deliveries(service, "old")["leadsquared"]["last_error"].startswith("superseded")

@@ -263,3 +263,40 @@ def test_no_secret_in_the_event_log_or_logs(tmp_path, make_service, lsq_async_si
     text = logged + "\n".join(f"{r.getMessage()} {r.__dict__}" for r in ours)
     for secret in SECRETS:
         assert secret not in text
+
+
+def test_failed_async_update_does_not_block_an_older_event(
+    tmp_path, make_service, lsq_async_sim, lsq_lead
+) -> None:
+    """Field versions count only what LeadSquared applied: a task that ends in FAILURE
+    leaves none behind, so an older event for the same field is sent, not "superseded"."""
+    script_async(lsq_async_sim.url, scripts=[{"process_seconds": 0, "status": "FAILURE"}])
+    service = async_service(tmp_path, make_service, lsq_async_sim.url)
+    newer = {"lead": {"id": lsq_lead}, "changes": {"city": "Pune"}, "occurred_at": "2026-01-02T00:00:00Z"}
+    post_generic(service.url, newer, "newer")
+    service.drain()
+    [failed] = admin_get(service.url, "/v1/events/generic:newer").json()["deliveries"]
+    assert failed["status"] == "dead_lettered"
+    older = {"lead": {"id": lsq_lead}, "changes": {"city": "Delhi"}, "occurred_at": "2026-01-01T00:00:00Z"}
+    post_generic(service.url, older, "older")
+    service.drain()
+    [sent] = admin_get(service.url, "/v1/events/generic:older").json()["deliveries"]
+    assert sent["status"] == "delivered"
+    assert not (sent["last_error"] or "").startswith("superseded"), sent
+    updates = [c for c in sim_calls(lsq_async_sim.url, "/lead/update") if "status" not in c["path"]]
+    assert [c["json"] for c in updates][-1] == [{"Attribute": "mx_City", "Value": "Delhi"}]
+
+
+def test_successful_async_update_protects_its_fields(tmp_path, make_service, lsq_async_sim, lsq_lead) -> None:
+    """Once a poll reports Success the versions are recorded: an older event is superseded."""
+    service = async_service(tmp_path, make_service, lsq_async_sim.url)
+    newer = {"lead": {"id": lsq_lead}, "changes": {"city": "Pune"}, "occurred_at": "2026-01-02T00:00:00Z"}
+    post_generic(service.url, newer, "newer")
+    service.drain()
+    older = {"lead": {"id": lsq_lead}, "changes": {"city": "Delhi"}, "occurred_at": "2026-01-01T00:00:00Z"}
+    post_generic(service.url, older, "older")
+    service.drain()
+    [skipped] = admin_get(service.url, "/v1/events/generic:older").json()["deliveries"]
+    assert skipped["status"] == "delivered"
+    assert skipped["last_error"].startswith("superseded")
+    assert len([c for c in sim_calls(lsq_async_sim.url, "/lead/update") if "status" not in c["path"]]) == 1
