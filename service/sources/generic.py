@@ -8,7 +8,9 @@ several secrets are accepted so a secret can be rotated without downtime.
 
 from __future__ import annotations
 
+import base64
 import binascii
+import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -28,6 +30,7 @@ from service.sources.base import (
     Normalised,
     PayloadInvalid,
     SourceAdapter,
+    UnsupportedMediaType,
 )
 
 
@@ -43,6 +46,27 @@ class CanonicalEventSchema(Schema):
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
 
 
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+
+def validate_signing_secrets(secrets: list[str]) -> None:
+    """Each secret is base64 (optionally `whsec_`-prefixed), as Standard Webhooks defines it.
+    The reference library decodes leniently (it drops what is not base64), so a mistyped
+    secret would otherwise start up and fail every signature."""
+    for index, secret in enumerate(secrets):
+        encoded = secret.removeprefix("whsec_")
+        valid = bool(_BASE64.match(encoded)) and len(encoded.rstrip("=")) % 4 != 1
+        if valid:
+            try:
+                valid = bool(base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True))
+            except (binascii.Error, ValueError):
+                valid = False
+        if not valid:
+            raise ValidationError(
+                f"secret #{index + 1} is not a Standard Webhooks secret (whsec_ followed by base64)"
+            )
+
+
 def verify_standard_webhook(request: InboundRequest, secrets: list[str]) -> None:
     """Raise AuthenticationFailed unless one of `secrets` signed the request (5-minute tolerance)."""
     if not secrets:
@@ -52,6 +76,12 @@ def verify_standard_webhook(request: InboundRequest, secrets: list[str]) -> None
     }
     if not all(headers.values()):
         raise AuthenticationFailed("missing webhook-id, webhook-timestamp or webhook-signature header")
+    try:
+        # The reference library verifies decoded text: a body that is not UTF-8 is a body we
+        # cannot read (415), not a failed signature.
+        request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnsupportedMediaType("the body is not UTF-8 (JSON must be UTF-8, RFC 8259)") from None
     for secret in secrets:
         try:
             Webhook(secret).verify(request.body, headers, json_parse=False)
@@ -65,7 +95,7 @@ class GenericAdapter(SourceAdapter):
     name: ClassVar[str] = "generic"
     settings_fields: ClassVar[dict[str, Any]] = {
         # Standard Webhooks secrets (`whsec_<base64>`); several during a rotation.
-        "secrets": StringList(load_default=list),
+        "secrets": StringList(load_default=list, validate=validate_signing_secrets),
         "default_event_type": fields.String(load_default="lead.updated"),
     }
     schema = CanonicalEventSchema()

@@ -80,8 +80,10 @@ class GoogleAdsAdapter(SenderAdapter):
     schema = GoogleLead()
 
     def verify(self, request: InboundRequest) -> None:
-        # The key is inside the body, so it is checked in `parse` once the body is decoded;
-        # nothing is normalised or queued before that check.
+        # The key is inside the body, so it is checked in `parse` right after decoding, before
+        # the schema runs; nothing is normalised or queued before that check. The decode is
+        # bounded (body <= server.max_body_bytes, nesting <= 64 levels, checked by a linear
+        # scan first), so an unauthenticated body cannot make it expensive.
         require_secret(self.settings.get("google_key"), "google_key")
 
     def parse(self, request: InboundRequest) -> dict[str, Any]:

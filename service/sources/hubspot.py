@@ -361,4 +361,4 @@ class HubSpotAdapter(SenderAdapter):
                 contact_ids, deal_ids, created_deals, sorted({*self.field_map, *IDENTITY_PROPERTIES})
             )
         except CrmUnavailable as exc:
-            raise UpstreamUnavailable(f"HubSpot CRM look-up failed: {exc}") from None
+            raise UpstreamUnavailable("the HubSpot CRM look-up failed", log_detail=str(exc)) from None

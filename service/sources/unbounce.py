@@ -10,12 +10,12 @@ is a hash of the raw body (a retried post is byte-identical).
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from service.sources.base import AuthenticationFailed, InboundRequest, PayloadInvalid, UnsupportedMediaType
 from service.sources.common import field_map_setting, received, require_secret, same, secret_setting
+from service.sources.json_body import JsonRefused, decode_json
 from service.sources.sender import SenderAdapter
 
 FORM = "application/x-www-form-urlencoded"
@@ -68,7 +68,9 @@ class UnbounceAdapter(SenderAdapter):
                 "the form has no data.json field", {"data.json": ["Missing data for required field."]}
             )
         try:
-            data = json.loads(form["data.json"])
+            data = decode_json(form["data.json"])
+        except JsonRefused as exc:
+            raise PayloadInvalid(str(exc), {"data.json": [str(exc)]}) from None
         except ValueError:
             raise PayloadInvalid("data.json is not JSON", {"data.json": ["Not valid JSON."]}) from None
         if not isinstance(data, dict):
