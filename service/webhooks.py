@@ -109,10 +109,11 @@ def receive(source: str, token: str | None = None) -> Any:
         )
         response.headers["Retry-After"] = "5"
         return response, status
-    return ingest_response(source, results)
+    # Fields inferred rather than mapped by name: the answer says which sender field was used.
+    return ingest_response(source, results, {"matched_fields": normalised.matched_fields})
 
 
-def ingest_response(source: str, results: list[IngestResult]) -> Any:
+def ingest_response(source: str, results: list[IngestResult], extra: dict[str, Any] | None = None) -> Any:
     statuses = {r.status for r in results}
     if "in_progress" in statuses and "accepted" not in statuses:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="in_progress").inc()
@@ -129,6 +130,7 @@ def ingest_response(source: str, results: list[IngestResult]) -> Any:
     else:
         body["command_ids"] = [r.command_id for r in results]
         body["results"] = [{"command_id": r.command_id, "status": r.status} for r in results]
+    body.update({key: value for key, value in (extra or {}).items() if value})
     return jsonify(body), 202 if outcome == "accepted" else 200
 
 

@@ -130,6 +130,9 @@ class Normalised:
     commands: list[LeadUpdateCommand] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # event types acknowledged but unsupported
     skipped_mappings: int = 0  # configured mappings naming a field the payload did not have
+    # canonical field -> the sender's field it was read from, where that was inferred (a
+    # normalised name, a value's shape) rather than mapped by name: said in the answer.
+    matched_fields: dict[str, str] = field(default_factory=dict)
 
 
 EventHandler = Callable[..., list[LeadUpdateCommand]]
