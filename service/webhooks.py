@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from service import metrics
 from service.dedup import DedupUnavailable
 from service.ingest import IngestResult, QueueUnavailable
+from service.redis_state import StateUnavailable
 from service.runtime import Runtime
 from service.sources.base import AdapterError, BodyUnreadable, InboundRequest
 
@@ -101,7 +102,7 @@ def receive(source: str, token: str | None = None) -> Any:
     try:
         for command in normalised.commands:
             results.append(runtime.ingestor.accept(command))
-    except (QueueUnavailable, DedupUnavailable, sqlite3.OperationalError) as exc:
+    except (QueueUnavailable, DedupUnavailable, StateUnavailable, sqlite3.OperationalError) as exc:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="unavailable").inc()
         log.warning("cannot accept work now: %s", exc, extra={"source": source})
         response, status = error_response(
