@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -32,6 +34,7 @@ from service.sources.base import (
     SourceAdapter,
     UnsupportedMediaType,
 )
+from service.sources.common import b64_matches
 
 
 class CanonicalEventSchema(Schema):
@@ -67,6 +70,21 @@ def validate_signing_secrets(secrets: list[str]) -> None:
             )
 
 
+def _signed_bytes(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Whether `secret` signed `body` as raw bytes (the Standard Webhooks v1 scheme)."""
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_") + "==")
+    except (binascii.Error, ValueError):
+        return False
+    message = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = hmac.new(key, message, hashlib.sha256).digest()
+    for candidate in headers["webhook-signature"].split():
+        version, _, signature = candidate.partition(",")
+        if version == "v1" and b64_matches(expected, signature):
+            return True
+    return False
+
+
 def verify_standard_webhook(request: InboundRequest, secrets: list[str]) -> None:
     """Raise AuthenticationFailed unless one of `secrets` signed the request (5-minute tolerance)."""
     if not secrets:
@@ -77,11 +95,13 @@ def verify_standard_webhook(request: InboundRequest, secrets: list[str]) -> None
     if not all(headers.values()):
         raise AuthenticationFailed("missing webhook-id, webhook-timestamp or webhook-signature header")
     try:
-        # The reference library verifies decoded text: a body that is not UTF-8 is a body we
-        # cannot read (415), not a failed signature.
         request.body.decode("utf-8")
     except UnicodeDecodeError:
-        raise UnsupportedMediaType("the body is not UTF-8 (JSON must be UTF-8, RFC 8259)") from None
+        # The reference library verifies decoded text only. Signed bytes that are not UTF-8
+        # are a body we cannot read (415), not a failed signature; unsigned ones stay a 401.
+        if any(_signed_bytes(secret, headers, request.body) for secret in secrets):
+            raise UnsupportedMediaType("the body is not UTF-8 (JSON must be UTF-8, RFC 8259)") from None
+        raise AuthenticationFailed("signature verification failed") from None
     for secret in secrets:
         try:
             Webhook(secret).verify(request.body, headers, json_parse=False)
