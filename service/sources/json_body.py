@@ -18,10 +18,10 @@ from typing import Any
 # the interpreter's recursion limit for everything that walks the decoded value.
 MAX_JSON_DEPTH = 64
 
-# A JSON string (with its escapes) or one bracket: strings are matched whole so their
-# contents are skipped. The closing quote is optional so an unterminated string runs to the
-# end in one match: every byte is looked at once (no rescans, linear time).
-_STRING_OR_BRACKET = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+# A JSON string once its escaped backslashes and quotes are gone. The closing quote is
+# optional so an unterminated string runs to the end in one match (linear time).
+_STRING = re.compile(rb'"[^"]*"?')
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
 _OPENERS = frozenset(b"[{")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -40,12 +40,14 @@ def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """True when brackets outside strings nest deeper than `limit`."""
     if body.count(b"[") + body.count(b"{") <= limit:
         return False  # cannot nest deeper than the number of openers
+    # All at C speed: escapes out (a backslash is legal only inside a string, so before the
+    # first one outside a string this lexes exactly as JSON does), strings out, everything
+    # but brackets out; then one pass over the brackets.
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = _STRING.sub(b"", unescaped).translate(None, _NOT_BRACKETS)
     depth = 0
-    for match in _STRING_OR_BRACKET.finditer(body):
-        token = match.group()
-        if len(token) != 1:
-            continue  # a string
-        if token[0] in _OPENERS:
+    for byte in brackets:
+        if byte in _OPENERS:
             depth += 1
             if depth > limit:
                 return True

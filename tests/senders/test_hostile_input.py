@@ -19,7 +19,10 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from service.sources.json_body import json_depth_exceeds
 from tests.senders.conftest import (
     GOOGLE_KEY,
     UNBOUNCE_TOKEN,
@@ -260,3 +263,30 @@ def test_malformed_chunked_framing_is_400_under_gunicorn(tmp_path: Path, worker_
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def nesting(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(nesting, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(nesting, value), default=0)
+    return 0
+
+
+TRICKY_TEXT = st.text(alphabet='[]{}"\\ab\u00e9\U0001f600', max_size=8)
+NESTED_JSON = st.recursive(
+    st.none() | st.integers() | TRICKY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TRICKY_TEXT, inner, max_size=3),
+    max_leaves=30,
+)
+
+
+@given(value=NESTED_JSON, ensure_ascii=st.booleans())
+@settings(max_examples=300, deadline=None, database=None)
+def test_the_depth_scan_sees_the_nesting_the_parser_sees(value: Any, ensure_ascii: bool) -> None:
+    body = json.dumps(value, ensure_ascii=ensure_ascii).encode()
+    depth = nesting(value)
+    # Brackets, quotes and backslashes inside strings and keys never count.
+    assert not json_depth_exceeds(body, limit=depth)
+    if depth:
+        assert json_depth_exceeds(body, limit=depth - 1)
