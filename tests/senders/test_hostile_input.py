@@ -143,6 +143,14 @@ def bad_chunked(path: str, content_type: str = "application/json") -> str:
     )
 
 
+def truncated(path: str) -> str:
+    """Content-Length promises 100 bytes; 9 arrive before the client stops sending."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: leadrelay\r\nContent-Type: application/json\r\n"
+        'Content-Length: 100\r\nConnection: close\r\n\r\n{"a": [1,'
+    )
+
+
 @pytest.fixture
 def every_sender(
     make_service: Any, tmp_path: Path, hubspot_sim: Any, graph_sim: Any, pipedrive_sim: Any
@@ -178,6 +186,7 @@ def test_no_hostile_body_or_header_gets_a_server_error(every_sender: Any) -> Non
             record(sender, case, requests.post(url + path, data=valid, headers=headers, timeout=30))
         record(sender, "unsigned deep", requests.post(url + path, data=b"[" * DEEP, timeout=30))
         answers.append((sender, "malformed chunked", raw_request(url, bad_chunked(path)), ""))
+        answers.append((sender, "truncated", raw_request(url, truncated(path)), ""))
 
     form = fixture_json("unbounce", "form_post_docs_example.json")
     unbounce = f"/webhooks/unbounce/{UNBOUNCE_TOKEN}"
@@ -255,6 +264,8 @@ def test_malformed_chunked_framing_is_400_under_gunicorn(tmp_path: Path, worker_
         wait_http_ok(f"{url}/healthz")
         for path in ("/webhooks/generic", "/webhooks/typeform", "/webhooks/google_ads"):
             assert raw_request(url, bad_chunked(path)) == 400, (tmp_path / "gunicorn.log").read_text()
+            # gunicorn hands the app the bytes that came; what the app makes of them is a 4xx.
+            assert 400 <= raw_request(url, truncated(path)) < 500, (tmp_path / "gunicorn.log").read_text()
         deep = b"[" * DEEP + b"]" * DEEP
         assert requests.post(f"{url}/webhooks/google_ads", data=deep, timeout=30).status_code == 400
         key = {"google_key": GOOGLE_KEY}
