@@ -104,9 +104,15 @@ class GroupRunner:
             )
             self.ledger.record_versions(group.lead_key, group.provider, merged.field_versions)
             return True
+        # The dead owner's call may have landed: name what may now arrive twice.
         log.warning(
-            "in-flight delivery of a dead owner: sending again",
-            extra={"command_id": command_id, "confirmable": applied is not None},
+            "in-flight delivery of a dead owner: sending again (may be delivered twice)",
+            extra={
+                "command_id": command_id,
+                "provider": group.provider,
+                "lead_key": group.lead_key,
+                "confirmable": applied is not None,
+            },
         )
         return False
 

@@ -199,6 +199,9 @@ class ProviderHandler:
     default_field_type: ClassVar[FieldType] = ANY
     # Extra config keys this handler accepts, as marshmallow fields.
     settings_fields: ClassVar[dict[str, Any]] = {}
+    # Credentials that only work together: config validation refuses a provider with some
+    # but not all of them, and with none unless sandbox mode can stand in (see config.py).
+    credential_set: ClassVar[tuple[str, ...]] = ()
     # Default rate limit (calls, per seconds); None: no limit.
     default_rate_limit: ClassVar[tuple[int, float] | None] = None
     # Whether deliveries end in ACCEPTED and need `poll`.

@@ -126,6 +126,7 @@ class LeadSquaredHandler(ProviderHandler):
         "won": "Customer",
         "lost": "Lost",
     }
+    credential_set: ClassVar[tuple[str, ...]] = ("access_key", "secret_key")
     settings_fields: ClassVar[dict[str, Any]] = {
         "access_key": fields.String(load_default=None, allow_none=True),
         "secret_key": fields.String(load_default=None, allow_none=True),

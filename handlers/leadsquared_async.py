@@ -30,6 +30,7 @@ from handlers.base import (
     classify_exception,
 )
 from handlers.leadsquared import LeadSquaredHandler, classify_leadsquared
+from service.domain.validators import http_url
 
 DEFAULT_UPDATE_PATH = "/lead/update"
 DEFAULT_STATUS_PATH = "/lead/update/status"
@@ -71,11 +72,12 @@ class LeadSquaredAsyncHandler(LeadSquaredHandler):
     kind: ClassVar[str] = "leadsquared_async"
     is_async: ClassVar[bool] = True
     default_base_url: ClassVar[str] = "https://asyncapi.leadsquared.com"
+    credential_set: ClassVar[tuple[str, ...]] = ("access_key", "secret_key", "api_key")
     settings_fields: ClassVar[dict[str, Any]] = {
         **LeadSquaredHandler.settings_fields,
         "api_key": fields.String(load_default=None, allow_none=True),  # the async `x-api-key`
         # The account's sync API host, for lead lookups (default: base_url, as in the sandbox).
-        "lookup_base_url": fields.String(load_default=None, allow_none=True),
+        "lookup_base_url": fields.String(load_default=None, allow_none=True, validate=http_url),
         "update_path": fields.String(load_default=DEFAULT_UPDATE_PATH),
         "status_path": fields.String(load_default=DEFAULT_STATUS_PATH),
         "metrics_path": fields.String(load_default=DEFAULT_METRICS_PATH),

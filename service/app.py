@@ -76,12 +76,12 @@ def create_app(config: Config | None = None, runtime: Runtime | None = None) -> 
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:
-        # Never a bare 500 page: log it (redacted) and answer with a retryable JSON error.
+        # A bug of ours, not the sender's fault and not known to be transient: log it
+        # (redacted) and answer a JSON 500 without Retry-After, which would invite the sender
+        # to repeat a request that may never succeed. The body names no internals.
         log.exception("unhandled error")
         count_webhook_failure("INTERNAL_ERROR")
-        response, status = error_response(503, "INTERNAL_ERROR", "unexpected error; retry later")
-        response.headers["Retry-After"] = "5"
-        return response, status
+        return error_response(500, "INTERNAL_ERROR", "unexpected error in leadrelay")
 
     if config.sandbox:
         log.warning("SANDBOX MODE: providers are local simulators, no real CRM is called")

@@ -9,7 +9,6 @@ from Kubernetes Secrets without touching the file.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import os
 from collections.abc import Mapping
@@ -20,9 +19,18 @@ from typing import Any
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from service.config_checks import (
+    ENV_PREFIX,
+    SandboxMode,
+    apply_env_overrides,
+    credential_errors,
+    env_path,
+    name_env_variable,
+    secret_length_errors,
+)
+from service.domain.validators import MIN_ADMIN_TOKEN_LENGTH, http_url
 from service.redact import register_secrets_in
 
-ENV_PREFIX = "LEADRELAY__"
 CONFIG_ENV = "LEADRELAY_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "leadrelay.yaml"
 
@@ -53,8 +61,10 @@ class ServerSchema(_Strict):
     workers = fields.Integer(load_default=2, validate=validate.Range(min=1, max=64))
     threads = fields.Integer(load_default=4, validate=validate.Range(min=1, max=256))
     max_body_bytes = fields.Integer(load_default=256 * 1024, validate=validate.Range(min=1024))
-    public_base_url = fields.String(load_default=None, allow_none=True)
-    admin_token = fields.String(load_default=None, allow_none=True)
+    public_base_url = fields.String(load_default=None, allow_none=True, validate=http_url)
+    admin_token = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=MIN_ADMIN_TOKEN_LENGTH)
+    )
     metrics_port = fields.Integer(load_default=9100, validate=validate.Range(min=0, max=65535))
 
 
@@ -199,7 +209,7 @@ COMMON_SOURCE_FIELDS: dict[str, fields.Field] = {
 COMMON_PROVIDER_FIELDS: dict[str, fields.Field] = {
     "type": fields.String(required=True),
     "enabled": fields.Boolean(load_default=True),
-    "base_url": fields.String(load_default=None, allow_none=True),
+    "base_url": fields.String(load_default=None, allow_none=True, validate=http_url),
     "timeout_seconds": fields.Float(load_default=15.0, validate=validate.Range(min=0.1, max=300)),
     "connect_timeout_seconds": fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=60)),
     "rate_limit": fields.Nested(RateLimitSchema, load_default=None, allow_none=True),
@@ -210,7 +220,7 @@ COMMON_PROVIDER_FIELDS: dict[str, fields.Field] = {
 
 class ConfigSchema(_Strict):
     mode = fields.String(load_default="embedded", validate=validate.OneOf(["embedded", "distributed"]))
-    sandbox = fields.String(load_default="auto", validate=validate.OneOf(["auto", "on", "off"]))
+    sandbox = SandboxMode(load_default="auto")
     # Set by `leadrelay serve` when it started the provider simulators (sandbox mode).
     sandbox_active = fields.Boolean(load_default=False)
     server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
@@ -288,35 +298,6 @@ class Config:
         return []
 
 
-def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    data = copy.deepcopy(raw)
-    for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX):
-            continue
-        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
-        if not path:
-            continue
-        try:
-            value = yaml.safe_load(environ[name]) if environ[name] != "" else None
-        except yaml.YAMLError:
-            value = environ[name]
-        # Secrets and URLs stay strings even when they look like numbers or booleans.
-        if path[-1] in ("base_url", "url") or any(
-            k in path[-1] for k in ("key", "secret", "token", "password")
-        ):
-            if not isinstance(value, list) and value is not None:
-                value = environ[name]
-        node = data
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        node[path[-1]] = value
-    return data
-
-
 def _format_errors(messages: Any, prefix: str = "") -> list[str]:
     lines: list[str] = []
     if isinstance(messages, dict):
@@ -332,7 +313,10 @@ def _format_errors(messages: Any, prefix: str = "") -> list[str]:
     return lines
 
 
-def validate_config(raw: Mapping[str, Any], path: str | None = None) -> Config:
+def validate_config(
+    raw: Mapping[str, Any], path: str | None = None, env_names: Mapping[str, str] | None = None
+) -> Config:
+    """`env_names`: dotted key -> the environment variable that set it (named in errors)."""
     from handlers import HANDLER_KINDS
     from service.sources import SOURCE_KINDS
 
@@ -376,8 +360,11 @@ def validate_config(raw: Mapping[str, Any], path: str | None = None) -> Config:
             )
     if data.get("mode") == "distributed" and not (data.get("redis") or {}).get("url"):
         errors.append("redis.url: distributed mode needs Redis (LEADRELAY__REDIS__URL)")
+    errors.extend(credential_errors(data, HANDLER_KINDS))
+    errors.extend(secret_length_errors(data))
     if errors:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+        named = [name_env_variable(line, env_names or {}) for line in errors]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(named))
     register_secrets_in(data)
     return Config(data=data, path=path)
 
@@ -395,4 +382,7 @@ def load_config(
         raise ConfigError(f"config file {chosen} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {chosen}: the top level must be a mapping")
-    return validate_config(_apply_env_overrides(raw, environ), path=str(chosen))
+    env_names = {
+        ".".join(env_path(name)): name for name in environ if name.startswith(ENV_PREFIX) and env_path(name)
+    }
+    return validate_config(apply_env_overrides(raw, environ), path=str(chosen), env_names=env_names)

@@ -431,9 +431,15 @@ class EmbeddedDispatcher:
                     ),
                 )
             else:
+                # The dead dispatcher's call may have landed: name what may now arrive twice.
                 log.warning(
-                    "recovered in-flight delivery: sending again",
-                    extra={"provider": group.provider, "confirmable": applied is not None},
+                    "recovered in-flight delivery: sending again (may be delivered twice)",
+                    extra={
+                        "command_ids": group.command_ids,
+                        "provider": group.provider,
+                        "lead_key": group.lead_key,
+                        "confirmable": applied is not None,
+                    },
                 )
                 self.store.record(
                     group, "pending", now=time.time(), count_attempt=False, error="resent after a restart"

@@ -182,14 +182,18 @@ def _webhook_post(sources: list[str], with_token: bool) -> dict[str, Any]:
                 _ref("WebhookResult"), "duplicate (already accepted) or ignored (unsupported event type)"
             ),
             "202": _json(_ref("WebhookResult"), "accepted: every command is durably queued"),
-            "400": _error("the payload fails the sender's schema (details per field)"),
+            "400": _error(
+                "the payload fails the sender's schema (details per field), nests deeper than"
+                " 64 levels, or the body could not be read (malformed chunked framing)"
+            ),
             "401": _error("signature, timestamp or credentials missing or wrong; nothing queued"),
             "404": _error("no such source"),
             "413": _error("the body is larger than server.max_body_bytes"),
-            "415": _error("not the media type this sender posts"),
+            "415": _error("not the media type this sender posts, or not UTF-8"),
             "503": _error(
                 "cannot take the event now (queue, or a CRM/Graph look-up failed); retry: see Retry-After"
             ),
+            "500": _error("a bug in leadrelay; the answer names no internals"),
         },
     }
 

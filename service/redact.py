@@ -2,7 +2,9 @@
 
 Two nets: every configured secret value is registered at config load and replaced
 wherever it appears; and well-known carriers (LeadSquared's `accessKey`/`secretKey` query
-parameters, `Authorization`, `x-api-key`) are masked even when the value is unknown.
+parameters, `Authorization`, `x-api-key`, signing secrets) are masked even when the value
+is unknown. Data whose key merely contains a secret-sounding word (Typeform's
+`response_token`, a `token` field) is data, and stays.
 """
 
 from __future__ import annotations
@@ -20,9 +22,22 @@ _AUTH_HEADER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _SECRET_HEADER = re.compile(
     r"(?i)((?:x-api-key|x-lsq-accesskey|x-lsq-secretkey)[\"']?\s*[:=]\s*[\"']?)[^\"',\s}]+"
 )
+# Config keys (ours) whose values are secrets: matched anywhere in the key name.
 SECRET_KEY_NAMES = re.compile(
     r"(?i)(secret|token|password|access_?key|api_?key|authorization|verify_token|google_key|signing_key)"
 )
+# Config sections that map names to names (`field_map: {response_token: note}`): no secrets.
+MAPPING_SECTIONS = frozenset({"field_map", "status_map", "stage_map"})
+# Keys that carry a credential wherever they appear in a JSON document (provider answers,
+# stored commands), compared without case, `-` or `_`: exact names, not substrings.
+CREDENTIAL_KEYS = frozenset(
+    {
+        "accesskey", "secretkey", "apikey", "xapikey", "xlsqaccesskey", "xlsqsecretkey",
+        "authorization", "proxyauthorization", "password", "clientsecret", "accesstoken",
+        "refreshtoken", "hapikey", "googlekey", "signingkey", "signingsecret", "secret",
+        "secrets", "verifytoken", "urltoken", "appsecret",
+    }
+)  # fmt: skip
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -32,7 +47,9 @@ _pattern: re.Pattern[str] | None = None
 def register_secret(value: Any) -> None:
     """Remember a secret value so `redact` replaces it anywhere it appears."""
     global _pattern
-    if not isinstance(value, str) or len(value) < 4:
+    # Every non-empty value: config validation refuses secrets shorter than
+    # MIN_SECRET_LENGTH, so nothing registered is short enough to mask innocent text.
+    if not isinstance(value, str) or not value:
         return
     with _lock:
         if value in _secrets:
@@ -53,17 +70,17 @@ def redact(text: str) -> str:
     return _SECRET_HEADER.sub(rf"\1{MASK}", text)
 
 
+def is_credential_key(key: Any) -> bool:
+    return isinstance(key, str) and key.lower().replace("-", "").replace("_", "") in CREDENTIAL_KEYS
+
+
 def redact_obj(value: Any) -> Any:
-    """Redact every string inside a JSON-like value; mask values under secret-looking keys."""
+    """Redact every string inside a JSON-like value; mask values under credential keys."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
         return {
-            k: (
-                MASK
-                if isinstance(k, str) and SECRET_KEY_NAMES.search(k) and isinstance(v, str)
-                else redact_obj(v)
-            )
+            k: MASK if is_credential_key(k) and isinstance(v, str) else redact_obj(v)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -71,17 +88,26 @@ def redact_obj(value: Any) -> Any:
     return value
 
 
-def register_secrets_in(config: Any) -> None:
-    """Walk a config tree and register the value of every secret-looking key."""
+def secret_settings(config: Any, path: str = "") -> list[tuple[str, str]]:
+    """(dotted key, value) of every secret in a config tree: string values under a
+    secret-looking key, outside the name-to-name mapping sections."""
+    found: list[tuple[str, str]] = []
     if isinstance(config, dict):
         for key, value in config.items():
+            name = f"{path}.{key}" if path else str(key)
+            if key in MAPPING_SECTIONS:
+                continue
             if isinstance(key, str) and SECRET_KEY_NAMES.search(key):
-                if isinstance(value, list):
-                    for item in value:
-                        register_secret(item)
-                else:
-                    register_secret(value)
-            register_secrets_in(value)
+                values = value if isinstance(value, list) else [value]
+                found.extend((name, item) for item in values if isinstance(item, str) and item)
+            found.extend(secret_settings(value, name))
     elif isinstance(config, list):
-        for item in config:
-            register_secrets_in(item)
+        for index, item in enumerate(config):
+            found.extend(secret_settings(item, f"{path}.{index}"))
+    return found
+
+
+def register_secrets_in(config: Any) -> None:
+    """Register the value of every secret in a config tree (see `secret_settings`)."""
+    for _, value in secret_settings(config):
+        register_secret(value)

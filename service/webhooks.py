@@ -9,12 +9,14 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from service import metrics
 from service.dedup import DedupUnavailable
 from service.ingest import IngestResult, QueueUnavailable
+from service.redis_state import StateUnavailable
 from service.runtime import Runtime
-from service.sources.base import AdapterError, InboundRequest
+from service.sources.base import AdapterError, BodyUnreadable, InboundRequest
 
 log = logging.getLogger("leadrelay.webhooks")
 webhooks = Blueprint("webhooks", __name__)
@@ -27,12 +29,27 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
     return jsonify(body), status
 
 
+def read_body() -> bytes:
+    """The raw body. A body that cannot be read is the sender's fault: 400, whatever the server
+    under us raises for it (werkzeug: OSError "Invalid chunk header"; gunicorn: its
+    InvalidChunkSize/ChunkMissingTerminator parse errors, NoMoreData)."""
+    try:
+        return request.get_data(cache=True)
+    except HTTPException:
+        raise  # 413 and werkzeug's ClientDisconnected (400) already say what happened
+    except Exception as exc:  # noqa: BLE001 - the transport's own exception types vary
+        raise BodyUnreadable(
+            "the request body could not be read (malformed chunked framing or a truncated body)",
+            log_detail=f"{type(exc).__name__}: {exc}",
+        ) from None
+
+
 def inbound_request(source: str, path_params: dict[str, str] | None = None) -> InboundRequest:
     public_base = current_app.config["LEADRELAY"]["server"].get("public_base_url")
     url = (public_base.rstrip("/") + request.full_path.rstrip("?")) if public_base else request.url
     return InboundRequest(
         source=source,
-        body=request.get_data(cache=True),
+        body=read_body(),
         headers={k.lower(): v for k, v in request.headers.items()},
         method=request.method,
         url=url,
@@ -56,15 +73,19 @@ def receive(source: str, token: str | None = None) -> Any:
     if adapter is None:
         metrics.WEBHOOKS_RECEIVED.labels(source="unknown", outcome="unknown_source").inc()
         return error_response(404, "UNKNOWN_SOURCE", f"no source named {source!r} is configured")
-    inbound = inbound_request(source, {"token": token} if token else None)
     try:
+        inbound = inbound_request(source, {"token": token} if token else None)
         adapter.verify(inbound)
         payload = adapter.parse(inbound)
         normalised = adapter.normalise(payload, inbound)
         runtime.ingestor.refuse_unconvertible(normalised.commands)
     except AdapterError as exc:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome=exc.code.lower()).inc()
-        log.info("webhook rejected: %s", exc.message, extra={"source": source, "status": exc.status})
+        log.info(
+            "webhook rejected: %s",
+            exc.message,
+            extra={"source": source, "status": exc.status, "detail": exc.log_detail},
+        )
         response, status = error_response(exc.status, exc.code, exc.message, exc.details)
         if status == 503:
             # A look-up the adapter needs failed; nothing was acknowledged, the sender retries.
@@ -82,7 +103,7 @@ def receive(source: str, token: str | None = None) -> Any:
     try:
         for command in normalised.commands:
             results.append(runtime.ingestor.accept(command))
-    except (QueueUnavailable, DedupUnavailable, sqlite3.OperationalError) as exc:
+    except (QueueUnavailable, DedupUnavailable, StateUnavailable, sqlite3.OperationalError) as exc:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="unavailable").inc()
         log.warning("cannot accept work now: %s", exc, extra={"source": source})
         response, status = error_response(
@@ -90,10 +111,11 @@ def receive(source: str, token: str | None = None) -> Any:
         )
         response.headers["Retry-After"] = "5"
         return response, status
-    return ingest_response(source, results)
+    # Fields inferred rather than mapped by name: the answer says which sender field was used.
+    return ingest_response(source, results, {"matched_fields": normalised.matched_fields})
 
 
-def ingest_response(source: str, results: list[IngestResult]) -> Any:
+def ingest_response(source: str, results: list[IngestResult], extra: dict[str, Any] | None = None) -> Any:
     statuses = {r.status for r in results}
     if "in_progress" in statuses and "accepted" not in statuses:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="in_progress").inc()
@@ -116,6 +138,7 @@ def ingest_response(source: str, results: list[IngestResult]) -> Any:
             | ({"duplicate_of": r.duplicate_of} if r.duplicate_of else {})
             for r in results
         ]
+    body.update({key: value for key, value in (extra or {}).items() if value})
     return jsonify(body), 202 if outcome == "accepted" else 200
 
 

@@ -8,7 +8,6 @@ topic bound to that format, so it sees an `InboundRequest`, never a Flask reques
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -16,6 +15,7 @@ from typing import Any, ClassVar
 from marshmallow import ValidationError
 
 from service.command import LeadUpdateCommand
+from service.sources.json_body import JsonRefused, NotUtf8, decode_json
 
 
 class AdapterError(Exception):
@@ -24,15 +24,26 @@ class AdapterError(Exception):
     status: ClassVar[int] = 400
     code: ClassVar[str] = "BAD_REQUEST"
 
-    def __init__(self, message: str, details: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, details: Mapping[str, Any] | None = None, *, log_detail: str | None = None
+    ) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = message  # answered to the sender: words, never internals
         self.details = dict(details or {})
+        self.log_detail = log_detail  # for the log only (addresses, exception text)
 
 
 class AuthenticationFailed(AdapterError):
     status = 401
     code = "UNAUTHORIZED"
+
+
+class BodyUnreadable(AdapterError):
+    """The body could not be read off the connection (malformed chunked framing, a client
+    that stopped sending): the sender's fault, never worth a retry of the same bytes."""
+
+    status = 400
+    code = "BAD_REQUEST"
 
 
 class UnsupportedMediaType(AdapterError):
@@ -96,14 +107,20 @@ class InboundRequest:
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
 
-    def json(self) -> Any:
-        if self.content_type.split(";")[0].strip().lower() not in ("application/json", "text/json", ""):
-            if not self.content_type.lower().endswith("+json"):
-                raise UnsupportedMediaType(f"expected application/json, got {self.content_type!r}")
+    def json(self, *, big_ints_as_str: bool = False) -> Any:
+        """The body as JSON (depth-limited, UTF-8). `big_ints_as_str`: integers stay their
+        exact decimal text, so an id beyond 2^53 is never rounded through a float."""
+        media_type = self.content_type.split(";")[0].strip().lower()
+        if media_type not in ("application/json", "text/json", "") and not media_type.endswith("+json"):
+            raise UnsupportedMediaType(f"expected application/json, got {self.content_type!r}")
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UnsupportedMediaType(f"the body is not valid JSON: {exc}") from None
+            return decode_json(self.body, big_ints_as_str=big_ints_as_str)
+        except JsonRefused as exc:
+            raise PayloadInvalid(str(exc), {"_schema": [str(exc)]}) from None
+        except NotUtf8 as exc:
+            raise UnsupportedMediaType(str(exc)) from None
+        except ValueError as exc:
+            raise UnsupportedMediaType(f"the body is not valid JSON: {str(exc)[:200]}") from None
 
 
 @dataclass
@@ -113,6 +130,9 @@ class Normalised:
     commands: list[LeadUpdateCommand] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # event types acknowledged but unsupported
     skipped_mappings: int = 0  # configured mappings naming a field the payload did not have
+    # canonical field -> the sender's field it was read from, where that was inferred (a
+    # normalised name, a value's shape) rather than mapped by name: said in the answer.
+    matched_fields: dict[str, str] = field(default_factory=dict)
 
 
 EventHandler = Callable[..., list[LeadUpdateCommand]]

@@ -224,8 +224,10 @@ def fetch_settings(default_base_url: str, deadline_seconds: float = 8.0) -> dict
     """The config keys every adapter with a look-up accepts."""
     from marshmallow import fields, validate
 
+    from service.domain.validators import http_url
+
     return {
-        "api_base_url": fields.String(load_default=default_base_url),
+        "api_base_url": fields.String(load_default=default_base_url, validate=http_url),
         "api_timeout_seconds": fields.Float(load_default=3.0, validate=validate.Range(min=0.1, max=30)),
         "api_attempts": fields.Integer(load_default=3, validate=validate.Range(min=1, max=10)),
         "api_backoff_base_seconds": fields.Float(load_default=0.2, validate=validate.Range(min=0, max=10)),

@@ -8,7 +8,11 @@ several secrets are accepted so a secret can be rotated without downtime.
 
 from __future__ import annotations
 
+import base64
 import binascii
+import hashlib
+import hmac
+import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -28,7 +32,9 @@ from service.sources.base import (
     Normalised,
     PayloadInvalid,
     SourceAdapter,
+    UnsupportedMediaType,
 )
+from service.sources.common import b64_matches
 
 
 class CanonicalEventSchema(Schema):
@@ -43,6 +49,42 @@ class CanonicalEventSchema(Schema):
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
 
 
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+
+def validate_signing_secrets(secrets: list[str]) -> None:
+    """Each secret is base64 (optionally `whsec_`-prefixed), as Standard Webhooks defines it.
+    The reference library decodes leniently (it drops what is not base64), so a mistyped
+    secret would otherwise start up and fail every signature."""
+    for index, secret in enumerate(secrets):
+        encoded = secret.removeprefix("whsec_")
+        valid = bool(_BASE64.match(encoded)) and len(encoded.rstrip("=")) % 4 != 1
+        if valid:
+            try:
+                valid = bool(base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True))
+            except (binascii.Error, ValueError):
+                valid = False
+        if not valid:
+            raise ValidationError(
+                f"secret #{index + 1} is not a Standard Webhooks secret (whsec_ followed by base64)"
+            )
+
+
+def _signed_bytes(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Whether `secret` signed `body` as raw bytes (the Standard Webhooks v1 scheme)."""
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_") + "==")
+    except (binascii.Error, ValueError):
+        return False
+    message = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = hmac.new(key, message, hashlib.sha256).digest()
+    for candidate in headers["webhook-signature"].split():
+        version, _, signature = candidate.partition(",")
+        if version == "v1" and b64_matches(expected, signature):
+            return True
+    return False
+
+
 def verify_standard_webhook(request: InboundRequest, secrets: list[str]) -> None:
     """Raise AuthenticationFailed unless one of `secrets` signed the request (5-minute tolerance)."""
     if not secrets:
@@ -52,6 +94,14 @@ def verify_standard_webhook(request: InboundRequest, secrets: list[str]) -> None
     }
     if not all(headers.values()):
         raise AuthenticationFailed("missing webhook-id, webhook-timestamp or webhook-signature header")
+    try:
+        request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        # The reference library verifies decoded text only. Signed bytes that are not UTF-8
+        # are a body we cannot read (415), not a failed signature; unsigned ones stay a 401.
+        if any(_signed_bytes(secret, headers, request.body) for secret in secrets):
+            raise UnsupportedMediaType("the body is not UTF-8 (JSON must be UTF-8, RFC 8259)") from None
+        raise AuthenticationFailed("signature verification failed") from None
     for secret in secrets:
         try:
             Webhook(secret).verify(request.body, headers, json_parse=False)
@@ -65,7 +115,7 @@ class GenericAdapter(SourceAdapter):
     name: ClassVar[str] = "generic"
     settings_fields: ClassVar[dict[str, Any]] = {
         # Standard Webhooks secrets (`whsec_<base64>`); several during a rotation.
-        "secrets": StringList(load_default=list),
+        "secrets": StringList(load_default=list, validate=validate_signing_secrets),
         "default_event_type": fields.String(load_default="lead.updated"),
     }
     schema = CanonicalEventSchema()

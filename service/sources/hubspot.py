@@ -1,7 +1,8 @@
 """HubSpot: CRM webhook subscriptions and the workflow "Send a webhook" action
 (https://developers.hubspot.com/docs/api/webhooks, .../validating-requests).
 
-CRM subscriptions POST a JSON array of up to 100 events; each becomes its own command.
+CRM subscriptions POST a JSON array of up to 100 events; each becomes its own command. A
+single event object (not wrapped in an array) is taken as a batch of one.
 Real deliveries name the type `subscriptionType`, the docs example `eventType`: both are
 read, and the generic `object.*` types are mapped back by `objectTypeId` (0-1 contact,
 0-3 deal). HubSpot documents `eventId` as not unique, so the dedup key is
@@ -198,9 +199,11 @@ class HubSpotAdapter(SenderAdapter):
             return {"kind": "crm", "events": load_with(self.crm_schema, body, many=True)}
         if isinstance(body, dict) and "properties" in body:
             return {"kind": "workflow", "contact": load_with(self.workflow_schema, body)}
+        if isinstance(body, dict):
+            return {"kind": "crm", "events": load_with(self.crm_schema, [body], many=True)}
         raise PayloadInvalid(
-            "expected a JSON array of CRM events or a workflow contact object",
-            {"_schema": ["expected a JSON array of events, or an object with properties"]},
+            "expected a JSON array of CRM events, one CRM event or a workflow contact object",
+            {"_schema": ["expected a JSON array of events, an event object, or an object with properties"]},
         )
 
     def event_id(self, payload: dict[str, Any], request: InboundRequest) -> str | None:
@@ -363,4 +366,4 @@ class HubSpotAdapter(SenderAdapter):
                 contact_ids, deal_ids, created_deals, sorted({*self.field_map, *IDENTITY_PROPERTIES})
             )
         except CrmUnavailable as exc:
-            raise UpstreamUnavailable(f"HubSpot CRM look-up failed: {exc}") from None
+            raise UpstreamUnavailable("the HubSpot CRM look-up failed", log_detail=str(exc)) from None

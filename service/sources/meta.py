@@ -196,7 +196,7 @@ class MetaLeadAdsAdapter(SenderAdapter):
         except FetchError as exc:
             if exc.verdict is Verdict.NOT_FOUND:
                 raise Skip("lead_not_found") from None
-            raise UpstreamUnavailable(f"Graph API lead fetch failed: {exc.reason}") from None
+            raise UpstreamUnavailable("the Graph API lead fetch failed", log_detail=exc.reason) from None
         return body if isinstance(body, dict) else {}
 
 

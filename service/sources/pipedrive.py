@@ -207,7 +207,7 @@ class PipedriveAdapter(SenderAdapter):
         except FetchError as exc:
             if exc.verdict is Verdict.NOT_FOUND:
                 raise Skip("person_not_found") from None
-            raise UpstreamUnavailable(f"Pipedrive person look-up failed: {exc.reason}") from None
+            raise UpstreamUnavailable("the Pipedrive person look-up failed", log_detail=exc.reason) from None
         person = (body or {}).get("data") or {}
         lead = identity_from(person_values(person), self.region)
         if lead is None:

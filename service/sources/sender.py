@@ -3,7 +3,8 @@ field mapping with documented defaults, and one way to build a command.
 
 A vendor module declares `default_field_map`, `settings_fields`, `verify`, `parse`,
 `events(payload)` (the events a request carries: one, or a batch) and `handlers`
-(event type -> method name). Event types missing from the table are acknowledged and
+(event type -> method name). A handler returns `(commands, skipped mappings)`, or with a
+third item, the fields it inferred (`Normalised.matched_fields`). Event types missing from the table are acknowledged and
 counted as ignored, never an error (Zulip's `zerver/webhooks/<integration>` shape).
 """
 
@@ -66,12 +67,14 @@ class SenderAdapter(SourceAdapter):
                 out.ignored.append(event_type)
                 continue
             try:
-                commands, skipped = getattr(self, method)(event, request, context)
+                handled = getattr(self, method)(event, request, context)
             except Skip as skip:
                 out.ignored.append(f"{event_type}:{skip.reason}")
                 continue
-            out.commands.extend(commands)
-            out.skipped_mappings += skipped
+            out.commands.extend(handled[0])
+            out.skipped_mappings += handled[1]
+            if len(handled) > 2:
+                out.matched_fields.update(handled[2])
         return out
 
     # -- building commands -----------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 Signature: `Typeform-Signature: sha256=<base64 HMAC-SHA256 of the raw body>` with the
 webhook's secret. Typeform sends no timestamp, so replays are stopped by dedup on
-`event_id`. Answers are matched to canonical fields by the question's `field.ref` (set
-readable refs in the form); hidden fields are addressed as `hidden.<name>`, the score as
-`calculated.score`. By default the first `email` answer becomes the email and the first
+`event_id`. Answers are matched to canonical fields by the question's `ref` (set readable
+refs in the form). Typeform's documented payload lists each question's `ref` in
+`form_response.definition.fields`, while an answer may carry only its `field.id`: the ref
+is resolved through the definition, and a question's `id` works as a key too. Hidden
+fields are addressed as `hidden.<name>`, the score as `calculated.score`. By default the first `email` answer becomes the email and the first
 `phone_number` answer the phone.
 """
 
@@ -77,6 +79,15 @@ class Answer(LooseSchema):
     payment = fields.Dict()
 
 
+class DefinitionField(LooseSchema):
+    id = fields.String(load_default=None)
+    ref = fields.String(load_default=None)
+
+
+class Definition(LooseSchema):
+    fields = fields.List(fields.Nested(DefinitionField), load_default=list)
+
+
 class FormResponse(LooseSchema):
     form_id = fields.String(required=True)
     token = fields.String(load_default=None)
@@ -84,6 +95,7 @@ class FormResponse(LooseSchema):
     hidden = fields.Dict(keys=fields.String(), load_default=dict)
     calculated = fields.Dict(keys=fields.String(), load_default=dict)
     answers = fields.List(fields.Nested(Answer), load_default=list)
+    definition = fields.Nested(Definition, load_default=None)
 
 
 class TypeformEvent(LooseSchema):
@@ -125,11 +137,20 @@ class TypeformAdapter(SenderAdapter):
         self, payload: dict[str, Any], request: InboundRequest, context: Any = None
     ) -> tuple[list[Any], int]:
         response = payload["form_response"] or {}
+        ref_of_id = {
+            question["id"]: question["ref"]
+            for question in (response.get("definition") or {}).get("fields", [])
+            if question.get("id") and question.get("ref")
+        }
         values: dict[str, Any] = {}
         for answer in response.get("answers", []):
             value = ANSWER_VALUE.get(answer["type"], lambda a: None)(answer)
-            if answer["field"].get("ref"):
-                values[answer["field"]["ref"]] = value
+            question_id = answer["field"].get("id")
+            ref = answer["field"].get("ref") or ref_of_id.get(question_id or "")
+            if ref:
+                values[ref] = value
+            if question_id:
+                values.setdefault(question_id, value)
             values.setdefault(f"type:{answer['type']}", value)
         for key, value in response.get("hidden", {}).items():
             values[f"hidden.{key}"] = value

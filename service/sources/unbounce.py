@@ -10,12 +10,13 @@ is a hash of the raw body (a retried post is byte-identical).
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from service.sources.base import AuthenticationFailed, InboundRequest, PayloadInvalid, UnsupportedMediaType
 from service.sources.common import field_map_setting, received, require_secret, same, secret_setting
+from service.sources.form_fields import match_form_fields
+from service.sources.json_body import JsonRefused, decode_json
 from service.sources.sender import SenderAdapter
 
 FORM = "application/x-www-form-urlencoded"
@@ -68,7 +69,9 @@ class UnbounceAdapter(SenderAdapter):
                 "the form has no data.json field", {"data.json": ["Missing data for required field."]}
             )
         try:
-            data = json.loads(form["data.json"])
+            data = decode_json(form["data.json"])
+        except JsonRefused as exc:
+            raise PayloadInvalid(str(exc), {"data.json": [str(exc)]}) from None
         except ValueError:
             raise PayloadInvalid("data.json is not JSON", {"data.json": ["Not valid JSON."]}) from None
         if not isinstance(data, dict):
@@ -84,7 +87,10 @@ class UnbounceAdapter(SenderAdapter):
         self, payload: dict[str, Any], request: InboundRequest, context: Any = None
     ) -> tuple[list[Any], int]:
         fields, form = payload["fields"], payload["form"]
-        mapped = self.map_values(fields)
+        matched = match_form_fields(fields, self.field_map)  # page builders name fields freely
+        mapped = self.map_values(matched.values)
+        for canonical, value in matched.by_shape.items():
+            mapped.changes.setdefault(canonical, value)
         command = self.command(
             event_id=None,  # hash of the raw body
             event_type="form_submission",
@@ -99,7 +105,7 @@ class UnbounceAdapter(SenderAdapter):
                 **{k: v for k, v in fields.items() if k.startswith("utm_") and isinstance(v, str)},
             },
         )
-        return [command], mapped.skipped
+        return [command], mapped.skipped, matched.inferred
 
 
 def _unwrap(value: Any) -> Any:

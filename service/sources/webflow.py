@@ -3,7 +3,10 @@
 Signature: `x-webflow-signature` = hex HMAC-SHA256 of `<x-webflow-timestamp>:<raw body>`
 with the webhook's secret (the app's client secret for OAuth apps); `x-webflow-timestamp`
 is in milliseconds and must be within 5 minutes. Form fields arrive under `payload.data`
-by their label; the dedup key is `payload.id` (the submission id).
+by their label; the dedup key is `payload.id` (the submission id). Labels are site-made
+(Webflow names a second email input `Email 2`), so they are matched by normalised name and
+the email also by its value's shape (`service/sources/form_fields.py`); the answer says
+which form field was used.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from service.sources.common import (
     require_secret,
     secret_setting,
 )
+from service.sources.form_fields import match_form_fields
 from service.sources.sender import SenderAdapter
 
 TOLERANCE_SECONDS = 300
@@ -89,7 +93,10 @@ class WebflowAdapter(SenderAdapter):
         self, payload: dict[str, Any], request: InboundRequest, context: Any = None
     ) -> tuple[list[Any], int]:
         submission = payload["payload"]
-        mapped = self.map_values(submission["data"])
+        matched = match_form_fields(submission["data"], self.field_map)
+        mapped = self.map_values(matched.values)
+        for canonical, value in matched.by_shape.items():
+            mapped.changes.setdefault(canonical, value)
         command = self.command(
             event_id=self.event_id(payload, request),
             event_type="form_submission",
@@ -99,4 +106,4 @@ class WebflowAdapter(SenderAdapter):
             metadata={"form_name": submission.get("name"), "form_id": submission.get("formId"),
                       "site_id": submission.get("siteId")},
         )  # fmt: skip
-        return [command], mapped.skipped
+        return [command], mapped.skipped, matched.inferred

@@ -90,13 +90,13 @@ def test_env_overrides_bring_secrets_and_urls(tmp_path) -> None:
     config = load_config(
         path,
         environ={
-            "LEADRELAY__PROVIDERS__LEADSQUARED__SECRET_KEY": "12345",
+            "LEADRELAY__PROVIDERS__LEADSQUARED__SECRET_KEY": "1234567890",
             "LEADRELAY__PROVIDERS__LEADSQUARED__BASE_URL": "https://api-us11.leadsquared.com",
             "LEADRELAY__SOURCES__GENERIC__SECRETS": "whsec_YWJjZGVmZ2hpams=,whsec_bG1ub3BxcnN0dQ==",
             "LEADRELAY__DISPATCHER__CONCURRENCY": "3",
         },
     )
-    assert config.providers["leadsquared"]["secret_key"] == "12345"  # stays a string
+    assert config.providers["leadsquared"]["secret_key"] == "1234567890"  # stays a string
     assert config.providers["leadsquared"]["base_url"] == "https://api-us11.leadsquared.com"
     assert config.sources["generic"]["secrets"] == ["whsec_YWJjZGVmZ2hpams=", "whsec_bG1ub3BxcnN0dQ=="]
     assert config["dispatcher"]["concurrency"] == 3

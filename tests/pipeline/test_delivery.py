@@ -209,7 +209,12 @@ def test_waiting_commands_for_one_lead_are_coalesced_into_one_call(service, lsq_
 
 
 def test_a_misconfigured_provider_keeps_events_waiting_visibly(make_service, tmp_path) -> None:
-    service = make_service(base_config(tmp_path, providers={"leadsquared": {"access_key": None}}))
+    # LeadSquared without its keys is refused at start-up (config); Octanist without its
+    # api_key starts and waits, visibly.
+    raw = base_config(tmp_path)
+    raw["providers"] = {"octanist": {"type": "octanist", "base_url": "http://127.0.0.1:9"}}
+    raw["routes"] = [{"source": "generic", "providers": ["octanist"]}]
+    service = make_service(raw)
     assert (
         post_generic(service.url, {"lead": {"id": "L1"}, "changes": {"city": "Oslo"}}, "m1").status_code
         == 202
@@ -217,7 +222,7 @@ def test_a_misconfigured_provider_keeps_events_waiting_visibly(make_service, tmp
     service.drain(seconds=1)
     delivery = event_of(service, "generic:m1")["deliveries"][0]
     assert delivery["status"] == "pending" and delivery["attempts"] == 0
-    assert "access_key not configured" in delivery["last_error"]
+    assert "api_key not configured" in delivery["last_error"]
 
 
 def test_stored_events_never_hold_the_provider_keys(service, lsq_sim) -> None:

@@ -205,7 +205,10 @@ def test_health_and_readiness(service) -> None:
 def test_readiness_names_a_provider_without_credentials(make_service, tmp_path) -> None:
     from tests.support import base_config
 
-    service = make_service(base_config(tmp_path, providers={"leadsquared": {"access_key": None}}))
+    raw = base_config(tmp_path)
+    raw["providers"] = {"octanist": {"type": "octanist", "base_url": "http://127.0.0.1:9"}}
+    raw["routes"] = [{"source": "generic", "providers": ["octanist"]}]
+    service = make_service(raw)
     ready = requests.get(f"{service.url}/readyz", timeout=5)
     assert ready.status_code == 503
-    assert any("access_key not configured" in reason for reason in ready.json()["reasons"])
+    assert any("api_key not configured" in reason for reason in ready.json()["reasons"])

@@ -97,6 +97,18 @@ def test_real_delivery_shape_with_subscription_type(
     assert command["metadata"]["hubspot_object_id"] == "65059681032"
 
 
+def test_a_single_event_object_is_a_batch_of_one(make_service: Any, tmp_path: Path, hubspot_sim: Any) -> None:
+    service = hubspot_service(make_service, tmp_path, hubspot_sim)
+    response = send(service, fixture_bytes("hubspot", "contact_creation_single_event.json"))
+    assert response.status_code == 202, response.text
+    assert response.json()["command_id"] == "hubspot:12345678:234567:567890123:65059681032:1708986598741"
+    command = command_of(service, response.json()["command_id"])
+    assert command["changes"] == {"email": "cy@example.com", "first_name": "Cy", "job_title": "CTO"}
+    # The same event in its batch shape is the same command: a duplicate.
+    again = send(service, fixture_bytes("hubspot", "contact_creation_delivery.json"))
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+
+
 def test_deal_stage_change_and_creation_use_the_associated_contact(
     make_service: Any, tmp_path: Path, hubspot_sim: Any
 ) -> None:

@@ -64,3 +64,24 @@ def test_skipped_mapping_is_counted(make_service: Any, tmp_path: Path) -> None:
     before = metrics.MAPPINGS_SKIPPED.labels(source="typeform")._value.get()
     assert post(service, "/webhooks/typeform", BODY, typeform_headers(BODY)).status_code == 202
     assert metrics.MAPPINGS_SKIPPED.labels(source="typeform")._value.get() == before + 1
+
+
+def test_refs_are_resolved_through_the_form_definition(make_service: Any, tmp_path: Path) -> None:
+    # Typeform's documented payload: answers carry `field.id`, the refs live in the definition.
+    body = fixture_bytes("typeform", "form_response_answers_by_id.json")
+    service = make_service(
+        senders_config(tmp_path, typeform={"field_map": {**MAPPING["field_map"], "KoJxDM3c6x8h": "note"}})
+    )
+    response = post(service, "/webhooks/typeform", body, typeform_headers(body))
+    assert response.status_code == 202, response.text
+    command = command_of(service, "typeform:LtWXD3crgy")
+    assert command["changes"] == {
+        "email": "laura@example.com",
+        "phone": "+14155550199",
+        "first_name": "Laura",  # readable_ref_short_text, found through definition.fields
+        "city": "London",  # readable_ref_multiple_choice
+        "score": 9,
+        "note": "2005-10-15",  # a question id works as a key too
+    }
+    # The response token is data, not a credential: stored as sent.
+    assert command["metadata"]["response_token"] == "a3a12ec67a1365927098a606107fac15"

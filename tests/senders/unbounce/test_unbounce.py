@@ -44,3 +44,17 @@ def test_json_body_is_415(senders: Any) -> None:
         senders, f"/webhooks/unbounce/{UNBOUNCE_TOKEN}", b"{}", {"Content-Type": "application/json"}
     )
     assert response.status_code == 415
+
+
+def test_renamed_fields_are_matched_by_normalised_name_and_shape(senders: Any) -> None:
+    # The documented post, with the page builder's field names changed the way people do.
+    form = fixture_json("unbounce", "form_post_docs_example.json")
+    form["data.json"] = (
+        form["data.json"].replace('"email"', '"Work_Contact"').replace('"phone_number"', '"Phone-Number"')
+    )
+    body = urlencode(form).encode()
+    response = post(senders, f"/webhooks/unbounce/{UNBOUNCE_TOKEN}", body, FORM)
+    assert response.status_code == 202, response.text
+    assert response.json()["matched_fields"] == {"phone": "Phone-Number", "email": "Work_Contact"}
+    command = command_of(senders, response.json()["command_id"])
+    assert command["lead"] == {"id": None, "email": "stephen@example.com", "phone": "+16045550165"}

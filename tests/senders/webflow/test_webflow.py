@@ -42,3 +42,31 @@ def test_other_trigger_types_are_ignored(senders: Any) -> None:
     body = BODY.replace(b'"triggerType": "form_submission"', b'"triggerType": "site_publish"')
     response = post(senders, "/webhooks/webflow", body, webflow_headers(body))
     assert response.status_code == 200 and response.json()["status"] == "ignored"
+
+
+def test_field_names_are_matched_normalised_and_the_answer_says_which(senders: Any) -> None:
+    body = fixture_bytes("webflow", "form_submission_email_2.json")
+    response = post(senders, "/webhooks/webflow", body, webflow_headers(body))
+    assert response.status_code == 202, response.text
+    assert response.json()["matched_fields"] == {"email": "Email 2"}
+    command = command_of(senders, "webflow:6321ca84df3949bfc6752328")
+    assert command["lead"]["email"] == "arthur@earth.example"
+    assert command["changes"]["email"] == "arthur@earth.example"
+
+
+def test_site_made_labels_and_an_email_found_by_its_shape(senders: Any) -> None:
+    body = fixture_bytes("webflow", "form_submission_site_made_labels.json")
+    response = post(senders, "/webhooks/webflow", body, webflow_headers(body))
+    assert response.status_code == 202, response.text
+    assert response.json()["matched_fields"] == {
+        "first_name": "FIRST-NAME",
+        "last_name": "last_name",
+        "phone": "PHONE NUMBER 1",
+        "email": "Your contact",
+    }
+    command = command_of(senders, "webflow:6321ca84df3949bfc6752329")
+    assert command["lead"] == {"id": None, "email": "ford@betelgeuse.example", "phone": "+15550000001"}
+    assert command["changes"]["first_name"] == "Ford" and command["changes"]["last_name"] == "Prefect"
+    # The documented example's labels match exactly: nothing inferred, nothing said.
+    exact = post(senders, "/webhooks/webflow", BODY, webflow_headers(BODY))
+    assert exact.status_code == 202 and "matched_fields" not in exact.json()
