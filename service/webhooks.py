@@ -14,7 +14,7 @@ from service import metrics
 from service.dedup import DedupUnavailable
 from service.ingest import IngestResult, QueueUnavailable
 from service.runtime import Runtime
-from service.sources.base import AdapterError, InboundRequest
+from service.sources.base import AdapterError, InboundRequest, SourceAdapter
 
 log = logging.getLogger("leadrelay.webhooks")
 webhooks = Blueprint("webhooks", __name__)
@@ -56,7 +56,18 @@ def receive(source: str, token: str | None = None) -> Any:
     if adapter is None:
         metrics.WEBHOOKS_RECEIVED.labels(source="unknown", outcome="unknown_source").inc()
         return error_response(404, "UNKNOWN_SOURCE", f"no source named {source!r} is configured")
-    inbound = inbound_request(source, {"token": token} if token else None)
+    response, status = handle(runtime, adapter, inbound_request(source, {"token": token} if token else None))
+    rendered = adapter.answer(status, response.get_json(silent=True) or {})
+    if rendered is not None:
+        # The sender's own answer format (SOAP, a configured body); headers such as Retry-After stay.
+        status, body, content_type = rendered
+        response.set_data(body)
+        response.content_type = content_type
+    return response, status
+
+
+def handle(runtime: Runtime, adapter: SourceAdapter, inbound: InboundRequest) -> tuple[Response, int]:
+    source = inbound.source
     try:
         adapter.verify(inbound)
         payload = adapter.parse(inbound)
@@ -92,7 +103,7 @@ def receive(source: str, token: str | None = None) -> Any:
     return ingest_response(source, results)
 
 
-def ingest_response(source: str, results: list[IngestResult]) -> Any:
+def ingest_response(source: str, results: list[IngestResult]) -> tuple[Response, int]:
     statuses = {r.status for r in results}
     if "in_progress" in statuses and "accepted" not in statuses:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="in_progress").inc()
