@@ -45,3 +45,64 @@ def try_configured_source(name: str) -> Any:
     )
     check = bool(headers or spec.get("token") or spec.get("query"))
     return jsonify(try_source(adapter, inbound, runtime.config.route, check_signature=check)), 200
+
+
+def try_source_openapi(sources: list[str]) -> dict[str, Any]:
+    """This route's entry in the OpenAPI document (service/openapi.py merges it)."""
+    error = {"$ref": "#/components/schemas/Error"}
+
+    def answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+    request_body = {
+        "type": "object",
+        "required": ["payload"],
+        "properties": {
+            "payload": {"description": "the body as the sender posts it: a JSON value, or the raw text"},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "content_type": {"type": "string"},
+            "token": {"type": "string"},
+            "query": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }
+    result = {
+        "type": "object",
+        "required": ["ok", "commands", "errors", "ignored", "verification"],
+        "properties": {
+            "ok": {"type": "boolean"},
+            "source": {"type": "string"},
+            "verification": {"type": "string"},
+            "commands": {"type": "array", "items": {"type": "object"}},
+            "ignored": {"type": "array", "items": {"type": "string"}},
+            "errors": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    }
+    return {
+        "/v1/sources/{name}/try": {
+            "post": {
+                "summary": "Dry run: what a payload would become through this source (nothing is queued)",
+                "operationId": "trySource",
+                "tags": ["admin"],
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": sources},
+                    }
+                ],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": request_body}}},
+                "responses": {
+                    "200": answer("the commands, or every mapping and validation error", result),
+                    "400": answer("the request is not a JSON object with a payload", error),
+                    "404": answer("no such source", error),
+                    "401": answer("a valid admin bearer token is required", error),
+                    "403": answer("the admin API is off (server.admin_token is not set)", error),
+                },
+            }
+        }
+    }
