@@ -135,9 +135,11 @@ def test_every_mapping_error_is_a_400_naming_its_field(make_service: Any, tmp_pa
 
 
 def test_unverified_sources_are_flagged_in_readyz_and_a_success_body_is_answered(
-    make_service: Any, tmp_path: Path
+    make_service: Any, tmp_path: Path, caplog: Any
 ) -> None:
-    service = make_service(config(tmp_path, open={"verify": {"method": "none"}, "success_body": "OK"}))
+    with caplog.at_level("WARNING", logger="leadrelay.sources.mapped"):
+        service = make_service(config(tmp_path, open={"verify": {"method": "none"}, "success_body": "OK"}))
+    assert "source open accepts requests without any verification" in caplog.text
     ready = requests.get(f"{service.url}/readyz", timeout=5).json()
     assert ready["unverified_sources"] == ["open"]
     response = post(service, "open", json.dumps(EVENT).encode(), {"Content-Type": "application/json"})
