@@ -92,28 +92,59 @@ class MappedAdapter(SourceAdapter):
         return text or None
 
     def normalise(self, payload: Any, request: InboundRequest) -> Normalised:
+        """One command per event: the whole document, or each item `mapping.events` selects.
+        Every error of every event is reported at once, and nothing is queued if any fails."""
+        if self.mapping.events is None:
+            events: list[Any] = [payload]
+        else:
+            selected = self.mapping.events.search(payload)
+            events = selected if isinstance(selected, list) else [] if selected is None else [selected]
+            if not events:
+                raise PayloadInvalid(
+                    "the payload has no events", {"events": ["the expression selects nothing"]}
+                )
+        out = Normalised()
+        errors: dict[str, list[str]] = {}
+        for index, event in enumerate(events):
+            prefix = f"events.{index}." if self.mapping.events is not None else ""
+            # Without an event id, each item of a batch is keyed by the body's hash and its position.
+            body = request.body if self.mapping.events is None else request.body + f"#{index}".encode()
+            command, ignored, event_errors = self.map_event(event, body, request)
+            errors.update({prefix + key: value for key, value in event_errors.items()})
+            if command is not None:
+                out.commands.append(command)
+            elif ignored:
+                out.ignored.append(ignored)
+        if errors:  # every mapping and validation error at once, not the first
+            raise PayloadInvalid("the payload does not map", errors)
+        return out
+
+    def map_event(
+        self, event: Any, body: bytes, request: InboundRequest
+    ) -> tuple[LeadUpdateCommand | None, str | None, dict[str, list[str]]]:
+        """(command, ignored event type, errors) for one event."""
         errors: dict[str, list[str]] = {}
         try:
-            event_type = self.mapping.event_type.value(payload)
-            event_id = self.event_id(payload, request)
+            event_type = self.mapping.event_type.value(event)
+            event_id = self.event_id(event, request)
         except TransformError as exc:
-            raise PayloadInvalid("the payload does not map", {"event": [str(exc)]}) from None
+            return None, None, {"event": [str(exc)]}
         event_type = str(event_type) if event_type is not None else "lead.updated"
         if not any(fnmatch.fnmatchcase(event_type, p) for p in self.settings["event_types"]):
-            return Normalised(ignored=[event_type[:100]])
-        lead = apply_specs(self.mapping.lead, payload, "lead", errors)
-        changes = apply_specs(self.mapping.changes, payload, "changes", errors)
-        metadata = apply_specs(self.mapping.metadata, payload, "metadata", errors)
+            return None, event_type[:100], {}
+        lead = apply_specs(self.mapping.lead, event, "lead", errors)
+        changes = apply_specs(self.mapping.changes, event, "changes", errors)
+        metadata = apply_specs(self.mapping.metadata, event, "metadata", errors)
         occurred_at = received(request)
         if self.mapping.occurred_at is not None:
             try:
-                raw_time = self.mapping.occurred_at.value(payload)
+                raw_time = self.mapping.occurred_at.value(event)
                 occurred_at = parse_date(raw_time, self.mapping.occurred_at_format) or occurred_at
             except TransformError as exc:
                 errors["occurred_at"] = [str(exc)]
         wire = {
             "schema": "lead-update/v1",
-            "command_id": make_command_id(self.source, event_id, request.body),
+            "command_id": make_command_id(self.source, event_id, body),
             "source": self.source,
             "event_type": event_type[:128],
             "occurred_at": occurred_at.isoformat(),
@@ -125,9 +156,7 @@ class MappedAdapter(SourceAdapter):
             command: LeadUpdateCommand = COMMAND_SCHEMA.load(wire)  # the shared command validation
         except ValidationError as exc:
             errors.update(PayloadInvalid.from_marshmallow(exc).details)
-        if errors:  # every mapping and validation error at once, not the first
-            raise PayloadInvalid("the payload does not map", errors)
-        return Normalised(commands=[command])
+        return (None, None, errors) if errors else (command, None, {})
 
     def identity(self, lead: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
         """The lead's id, email and phone; email and phone fall back to the mapped changes."""

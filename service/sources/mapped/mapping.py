@@ -48,6 +48,7 @@ class ValueSpec:
 
 @dataclass(frozen=True)
 class CompiledMapping:
+    events: Any  # a compiled expression selecting the events of a batch, or None: one event
     event_id: ValueSpec | None
     event_type: ValueSpec
     occurred_at: ValueSpec | None
@@ -130,9 +131,21 @@ def compile_mapping(raw: Any) -> CompiledMapping:
     if not isinstance(raw, dict):
         raise ValidationError(["expected a mapping with lead, changes, event_id, event_type, occurred_at"])
     errors: dict[str, Any] = {}
-    unknown = sorted(set(raw) - {"event_id", "event_type", "occurred_at", "lead", "changes", "metadata"})
+    unknown = sorted(
+        set(raw) - {"events", "event_id", "event_type", "occurred_at", "lead", "changes", "metadata"}
+    )
     for name in unknown:
-        errors[name] = ["unknown key; allowed: event_id, event_type, occurred_at, lead, changes, metadata"]
+        errors[name] = [
+            "unknown key; allowed: events, event_id, event_type, occurred_at, lead, changes, metadata"
+        ]
+    events = None
+    if raw.get("events") is not None:
+        try:
+            events = compile_spec(raw["events"]).expression
+            if events is None:
+                raise ValueError("`events` must be a JMESPath expression")
+        except ValueError as exc:
+            errors["events"] = [str(exc)]
     singles: dict[str, ValueSpec | None] = {}
     occurred_format = "iso8601"
     for key in ("event_id", "event_type", "occurred_at"):
@@ -158,6 +171,7 @@ def compile_mapping(raw: Any) -> CompiledMapping:
     if errors:
         raise ValidationError(errors)
     return CompiledMapping(
+        events=events,
         event_id=singles["event_id"],
         event_type=singles["event_type"] or ValueSpec(const=DEFAULT_EVENT_TYPE, has_const=True),
         occurred_at=singles["occurred_at"],

@@ -4,6 +4,7 @@ document inside one form field, decoded into one document the expressions read."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
@@ -21,7 +22,7 @@ def media_type(request: InboundRequest) -> str:
 
 
 def body_kind(request: InboundRequest, configured: str) -> str:
-    """The configured kind, or (auto) the one the Content-Type names."""
+    """The configured kind (it wins over the header), or (auto) the one the Content-Type names."""
     ctype = media_type(request)
     detected = (
         "form" if ctype == FORM
@@ -33,8 +34,10 @@ def body_kind(request: InboundRequest, configured: str) -> str:
         if detected is None:
             raise UnsupportedMediaType(f"expected JSON, {FORM} or {MULTIPART}, got {request.content_type!r}")
         return detected
-    if detected != configured:
-        raise UnsupportedMediaType(f"this source takes {configured} bodies, got {request.content_type!r}")
+    if configured == "multipart" and detected != "multipart":
+        # Only the Content-Type carries the boundary the parts are split on.
+        raise UnsupportedMediaType(f"this source takes {MULTIPART} bodies, got {request.content_type!r}")
+    # A fixed kind wins over the header: some senders post JSON as text/plain or with none.
     return configured
 
 
@@ -84,8 +87,8 @@ def parse_document(request: InboundRequest, kind: str, json_field: str | None) -
     """The document the expressions read. With `json_field`, that form field is decoded as JSON
     in place (Jotform's `rawRequest`, Unbounce's `data.json`)."""
     kind = body_kind(request, kind)
-    if kind == "json":
-        return request.json()  # the one JSON decoding every sender shares
+    if kind == "json":  # the one JSON decoding every sender shares, whatever the header said
+        return replace(request, content_type="application/json").json()
     form = parse_form(request.body) if kind == "form" else parse_multipart(request.body, request.content_type)
     if json_field:
         if json_field not in form:

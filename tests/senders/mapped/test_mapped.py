@@ -186,3 +186,35 @@ def test_verification_must_be_declared(tmp_path: Path) -> None:
     raw["sources"]["bare"]["verify"] = {"method": "hmac", "secrets": ["x-secret"], "message": "{body}{nonce}"}
     with pytest.raises(ConfigError, match="unknown placeholder"):
         load(raw)
+
+
+def test_a_batch_maps_each_event_and_a_fixed_json_body_ignores_the_header(
+    make_service: Any, tmp_path: Path
+) -> None:
+    """`mapping.events` selects the events of a batch (here an Elfsight-style list of answers per
+    lead); `body: json` reads JSON even when the sender labels it text/plain."""
+    mapping = {
+        "events": "leads[]",
+        "event_id": "id",
+        "lead": {"email": "fields[?name=='Email'].value | [0]"},
+        "changes": {"first_name": "fields[?name=='Name'].value | [0]"},
+    }
+    service = make_service(
+        config(tmp_path, batch={"verify": {"method": "none"}, "body": "json", "mapping": mapping})
+    )
+    leads = [
+        {
+            "id": f"l-{n}",
+            "fields": [{"name": "Name", "value": f"N{n}"}, {"name": "Email", "value": f"n{n}@example.com"}],
+        }
+        for n in range(3)
+    ]
+    response = post(service, "batch", json.dumps({"leads": leads}).encode(), {"Content-Type": "text/plain"})
+    assert response.status_code == 202, response.text
+    assert response.json()["command_ids"] == ["batch:l-0", "batch:l-1", "batch:l-2"]
+    leads[1]["fields"][1]["value"] = "broken"
+    bad = post(
+        service, "batch", json.dumps({"leads": leads, "v": 2}).encode(), {"Content-Type": "text/plain"}
+    )
+    assert bad.status_code == 400 and "events.1.lead.email" in bad.json()["details"]
+    assert post(service, "batch", b'{"leads": []}', {"Content-Type": "application/json"}).status_code == 400
