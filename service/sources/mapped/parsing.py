@@ -97,6 +97,6 @@ def parse_document(request: InboundRequest, kind: str, json_field: str | None) -
             )
         try:
             form[json_field] = json.loads(form[json_field])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise PayloadInvalid(f"{json_field} is not JSON", {json_field: ["Not valid JSON."]}) from None
     return form
