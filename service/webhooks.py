@@ -57,6 +57,8 @@ def receive(source: str, token: str | None = None) -> Any:
         metrics.WEBHOOKS_RECEIVED.labels(source="unknown", outcome="unknown_source").inc()
         return error_response(404, "UNKNOWN_SOURCE", f"no source named {source!r} is configured")
     response, status = handle(runtime, adapter, inbound_request(source, {"token": token} if token else None))
+    if type(adapter).answer is SourceAdapter.answer:
+        return response, status  # leadrelay's own JSON answer (most senders): nothing to re-render
     rendered = adapter.answer(status, response.get_json(silent=True) or {})
     if rendered is not None:
         # The sender's own answer format (SOAP, a configured body); headers such as Retry-After stay.
@@ -105,7 +107,9 @@ def handle(runtime: Runtime, adapter: SourceAdapter, inbound: InboundRequest) ->
 
 def ingest_response(source: str, results: list[IngestResult]) -> tuple[Response, int]:
     statuses = {r.status for r in results}
-    if "in_progress" in statuses and "accepted" not in statuses:
+    # A 2xx must mean every command is durably queued: one still being accepted by a concurrent
+    # request (which may yet fail) makes the whole answer a retry; the others dedup on it.
+    if "in_progress" in statuses:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="in_progress").inc()
         response, status = error_response(
             503, "IN_PROGRESS", "this event is being accepted by another request; retry later"
