@@ -154,3 +154,18 @@ def test_salesforce_cannot_be_bound_to_a_kafka_topic(tmp_path: Path) -> None:
     raw["kafka"] = {"sources": [{"topic": "sf", "format": "salesforce"}]}
     with pytest.raises(ConfigError, match="HTTP only"):
         load(raw)
+
+
+def test_no_ack_while_a_notification_is_still_being_accepted_elsewhere(
+    make_service: Any, tmp_path: Path
+) -> None:
+    service = make_service(salesforce_config(tmp_path))
+    # A concurrent delivery of the same message holds the second notification's claim.
+    service.runtime.dedup.claim("cmd:salesforce:04l5e00000AbCdFAAV", 60)
+    response = post(service, message("lead_notifications.xml"))
+    assert response.status_code == 500 and b"soapenv:Server" in response.content
+    assert response.headers["Retry-After"]
+    service.runtime.dedup.release("cmd:salesforce:04l5e00000AbCdFAAV")  # that delivery failed
+    retry = post(service, message("lead_notifications.xml"))
+    assert retry.status_code == 200 and retry.content == ACK
+    assert queued(service) == 2  # the first notification was not queued twice
