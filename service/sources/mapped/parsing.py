@@ -84,19 +84,28 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, Any]:
 
 
 def parse_document(request: InboundRequest, kind: str, json_field: str | None) -> Any:
-    """The document the expressions read. With `json_field`, that form field is decoded as JSON
-    in place (Jotform's `rawRequest`, Unbounce's `data.json`)."""
+    """The document the expressions read. With `json_field`, that field (of a form, or of a JSON
+    object) holds a JSON document as text and is decoded in place (Jotform's `rawRequest`)."""
     kind = body_kind(request, kind)
     if kind == "json":  # the one JSON decoding every sender shares, whatever the header said
-        return replace(request, content_type="application/json").json()
-    form = parse_form(request.body) if kind == "form" else parse_multipart(request.body, request.content_type)
-    if json_field:
-        if json_field not in form:
-            raise PayloadInvalid(
-                f"the form has no {json_field} field", {json_field: ["Missing data for required field."]}
-            )
+        document = replace(request, content_type="application/json").json()
+    else:
+        document = (
+            parse_form(request.body)
+            if kind == "form"
+            else parse_multipart(request.body, request.content_type)
+        )
+    if not json_field:
+        return document
+    if not isinstance(document, dict) or json_field not in document:
+        raise PayloadInvalid(
+            f"the body has no {json_field} field", {json_field: ["Missing data for required field."]}
+        )
+    if isinstance(document[json_field], str):
         try:
-            form[json_field] = json.loads(form[json_field])
-        except (TypeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+            document[json_field] = json.loads(document[json_field])
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise PayloadInvalid(f"{json_field} is not JSON", {json_field: ["Not valid JSON."]}) from None
-    return form
+    elif kind != "json":  # a repeated form field: a list of texts, not one JSON document
+        raise PayloadInvalid(f"{json_field} is not JSON", {json_field: ["Not valid JSON."]})
+    return document

@@ -218,3 +218,26 @@ def test_a_batch_maps_each_event_and_a_fixed_json_body_ignores_the_header(
     )
     assert bad.status_code == 400 and "events.1.lead.email" in bad.json()["details"]
     assert post(service, "batch", b'{"leads": []}', {"Content-Type": "application/json"}).status_code == 400
+
+
+def test_json_field_is_decoded_in_a_form_or_a_json_object(make_service: Any, tmp_path: Path) -> None:
+    mapping = {"event_id": "id", "lead": {"email": "data.email"}, "changes": {"first_name": "data.first"}}
+    source = {"verify": {"method": "none"}, "json_field": "data", "mapping": mapping}
+    service = make_service(config(tmp_path, wrapped=source))
+    inner = json.dumps({"email": "kai@example.com", "first": "Kai"})
+    as_json = post(
+        service,
+        "wrapped",
+        json.dumps({"id": "w-1", "data": inner}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    assert as_json.status_code == 202, as_json.text
+    form = f"id=w-2&data={requests.utils.quote(inner)}".encode()
+    as_form = post(service, "wrapped", form, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert as_form.status_code == 202, as_form.text
+    missing = post(service, "wrapped", b"id=w-3", {"Content-Type": "application/x-www-form-urlencoded"})
+    assert missing.status_code == 400 and "data" in missing.json()["details"]
+    broken = post(
+        service, "wrapped", b"id=w-4&data=%7Bnot", {"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert broken.status_code == 400 and broken.json()["details"]["data"] == ["Not valid JSON."]
