@@ -29,9 +29,10 @@ def try_configured_source(name: str) -> Any:
         return error_response(
             400, "VALIDATION_ERROR", "expected a JSON object with a payload", {"payload": ["required"]}
         )
-    headers = spec.get("headers") or {}
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        return error_response(400, "VALIDATION_ERROR", "bad headers", {"headers": ["an object of strings"]})
+    headers, query = spec.get("headers") or {}, spec.get("query") or {}
+    for name, value in (("headers", headers), ("query", query)):
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            return error_response(400, "VALIDATION_ERROR", f"bad {name}", {name: ["an object of strings"]})
     payload = spec["payload"]
     body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
     content_type = spec.get("content_type")
@@ -41,9 +42,9 @@ def try_configured_source(name: str) -> Any:
         headers,
         content_type=str(content_type) if content_type else None,
         token=str(spec["token"]) if spec.get("token") else None,
-        query={str(k): str(v) for k, v in (spec.get("query") or {}).items()},
+        query=query,
     )
-    check = bool(headers or spec.get("token") or spec.get("query"))
+    check = bool(headers or spec.get("token") or query)
     return jsonify(try_source(adapter, inbound, runtime.config.route, check_signature=check)), 200
 
 

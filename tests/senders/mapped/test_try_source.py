@@ -70,3 +70,5 @@ def test_admin_api_dry_run_needs_the_token_and_queues_nothing(make_service: Any,
     missing = requests.post(f"{service.url}/v1/sources/nope/try", json=spec, headers=ADMIN, timeout=10)
     assert missing.status_code == 404
     assert requests.post(url, json={"headers": {}}, headers=ADMIN, timeout=10).status_code == 400
+    for bad in ({"payload": {}, "query": "k=v"}, {"payload": {}, "headers": ["X-Api-Key"]}):
+        assert requests.post(url, json=bad, headers=ADMIN, timeout=10).status_code == 400
