@@ -111,7 +111,11 @@ def senders_config(tmp_path: Path, sims: dict[str, str] | None = None, **sources
         "mapped": {
             "type": "mapped",
             "verify": {"method": "api_key", "header": "X-Api-Key", "api_keys": [MAPPED_KEY]},
-            "mapping": {"event_id": "id", "lead": {"email": "email"}, "changes": {"first_name": "first_name"}},
+            "mapping": {
+                "event_id": "id",
+                "lead": {"email": "email"},
+                "changes": {"first_name": "first_name"},
+            },
         },
     }
     configured = deep_merge(configured, sources)
