@@ -22,7 +22,7 @@ from service.sources.base import InboundRequest, Normalised, PayloadInvalid, Sou
 from service.sources.common import clean_changes, received
 from service.sources.mapped.mapping import apply_specs, compile_mapping
 from service.sources.mapped.parsing import BODY_KINDS, parse_document
-from service.sources.mapped.transforms import TransformError, parse_date
+from service.sources.mapped.transforms import TransformError, parse_date, to_finite_number
 from service.sources.mapped.verification import VerifySchema, verify_request
 
 log = logging.getLogger("leadrelay.sources.mapped")
@@ -134,6 +134,11 @@ class MappedAdapter(SourceAdapter):
             return None, event_type[:100], {}
         lead = apply_specs(self.mapping.lead, event, "lead", errors)
         changes = apply_specs(self.mapping.changes, event, "changes", errors)
+        if "value" in changes:  # never let a non-number reach the command as a silent clear
+            try:
+                changes["value"] = to_finite_number(changes["value"])
+            except TransformError as exc:
+                errors["changes.value"] = [str(exc)]
         metadata = apply_specs(self.mapping.metadata, event, "metadata", errors)
         occurred_at = received(request)
         if self.mapping.occurred_at is not None:

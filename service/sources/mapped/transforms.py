@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -26,9 +27,10 @@ def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
-def _number(value: Any) -> Any:
+def to_finite_number(value: Any) -> Any:
+    """A number (`"1,200"` -> 1200); anything else, NaN and infinities included, is a TransformError."""
     number = to_number(value)
-    if number is None and value not in (None, ""):
+    if (number is None and value not in (None, "")) or (number is not None and not math.isfinite(number)):
         raise TransformError(f"{str(value)[:40]!r} is not a number")
     return number
 
@@ -77,7 +79,7 @@ def build_transform(spec: str) -> Transform:
     """One transform from its config name; ValueError names what is allowed."""
     name, _, arg = spec.partition(":")
     if name in ("trim", "lower", "to_number") and not arg:
-        return {"trim": _trim, "lower": _lower, "to_number": _number}[name]
+        return {"trim": _trim, "lower": _lower, "to_number": to_finite_number}[name]
     if name == "split_name" and arg in ("first", "last"):
         return _name_part(arg)
     if name == "date":

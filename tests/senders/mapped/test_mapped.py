@@ -132,6 +132,14 @@ def test_every_mapping_error_is_a_400_naming_its_field(make_service: Any, tmp_pa
     nobody = post(service, "open", json.dumps({"first": "Jo"}).encode(), {"Content-Type": "application/json"})
     assert nobody.status_code == 400 and "lead" in json.dumps(nobody.json()["details"])
     assert post(service, "open", b"<xml/>", {"Content-Type": "text/xml"}).status_code == 415
+    for amount in ("NaN", "1e999"):  # never a silent clear or a non-finite value downstream
+        weird = post(
+            service,
+            "open",
+            json.dumps({**EVENT, "amount": amount}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        assert weird.status_code == 400 and "changes.value" in weird.json()["details"]
 
 
 def test_unverified_sources_are_flagged_in_readyz_and_a_success_body_is_answered(
