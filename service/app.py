@@ -17,6 +17,7 @@ from service.logs import configure_logging, request_id_var
 from service.openapi import openapi
 from service.runtime import Runtime, build_runtime
 from service.web.console import console
+from service.web.sources_admin import sources_admin
 from service.webhooks import error_response, webhooks
 
 log = logging.getLogger("leadrelay.app")
@@ -44,6 +45,7 @@ def create_app(config: Config | None = None, runtime: Runtime | None = None) -> 
     app.register_blueprint(health)
     app.register_blueprint(webhooks)
     app.register_blueprint(admin)
+    app.register_blueprint(sources_admin)
     app.register_blueprint(openapi)
     app.register_blueprint(console)
 

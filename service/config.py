@@ -358,6 +358,8 @@ def validate_config(
                 f" ({', '.join(sorted(data['sources'])) or 'none'}) nor a source type"
                 f" ({', '.join(sorted(SOURCE_KINDS))})"
             )
+            continue
+        errors.extend(_kafka_format_problems(index, binding["format"], data["sources"], SOURCE_KINDS))
     if data.get("mode") == "distributed" and not (data.get("redis") or {}).get("url"):
         errors.append("redis.url: distributed mode needs Redis (LEADRELAY__REDIS__URL)")
     errors.extend(credential_errors(data, HANDLER_KINDS))
@@ -367,6 +369,28 @@ def validate_config(
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(named))
     register_secrets_in(data)
     return Config(data=data, path=path)
+
+
+def _kafka_format_problems(
+    index: int, fmt: str, sources: dict[str, Any], kinds: Mapping[str, Any]
+) -> list[str]:
+    """A binding the source consumer could not serve: an HTTP-only sender (a SOAP exchange, a
+    URL token), or a bare type whose adapter needs settings (a mapped sender's expressions)."""
+    settings = sources.get(fmt)
+    kind = kinds.get(settings.get("type") if isinstance(settings, dict) else fmt)
+    if kind is None:
+        return []
+    where = f"kafka.sources.{index}.format"
+    if not kind.kafka_capable:
+        return [f"{where}: {kind.name!r} senders are HTTP only and cannot be read from a Kafka topic"]
+    if fmt not in sources:
+        try:
+            _section_schema(COMMON_SOURCE_FIELDS, kind.settings_fields, f"sources.{fmt}").load({"type": fmt})
+        except ValidationError:
+            return [
+                f"{where}: the {fmt!r} type needs settings; bind a configured source of that type by its name"
+            ]
+    return []
 
 
 def load_config(

@@ -49,6 +49,10 @@ def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
     checks["providers"] = {name: problems.get(name, "configured") for name in providers}
     if problems:
         reasons.extend(problems.values())
+    unverified = sorted(name for name, adapter in runtime.adapters.items() if adapter.unverified)
+    if unverified:
+        # Declared on purpose (`verify: none`), so not a reason to be unready; shown so it is never a surprise.
+        checks["unverified_sources"] = unverified
     if config.sandbox:
         checks["sandbox_notice"] = "SANDBOX MODE: providers are local simulators, no real CRM is called"
     checks["status"] = "ready" if not reasons else "not_ready"

@@ -19,10 +19,12 @@ from service.web.openapi_parts import error_body as _error
 from service.web.openapi_parts import json_body as _json
 from service.web.openapi_parts import ref as _ref
 from service.web.openapi_parts import text_body as _text
+from service.web.sources_admin import try_source_openapi
 
 openapi = Blueprint("openapi", __name__)
 
 OPENAPI_VERSION = "3.0.3"
+SOAP = {"text/xml": {"schema": {"type": "string"}}}
 
 
 SCHEMAS: dict[str, Any] = {
@@ -155,12 +157,13 @@ def _webhook_post(sources: list[str], with_token: bool) -> dict[str, Any]:
                 "schema": {"type": "string", "minLength": 1},
             }
         )
-    return {
+    operation: dict[str, Any] = {
         "summary": "Receive a sender's webhook" + (" (secret token in the URL)" if with_token else ""),
         "description": "Each source verifies the request its own way (see docs/senders/): HubSpot "
         "`X-HubSpot-Signature-v3`, Typeform `Typeform-Signature`, Meta `X-Hub-Signature-256`, Pipedrive "
         "HTTP basic auth, Calendly `Calendly-Webhook-Signature`, Webflow `x-webflow-signature`, Unbounce "
-        "the URL token, Google Ads the `google_key` in the body, generic Standard Webhooks headers.",
+        "the URL token, Google Ads the `google_key` in the body, generic Standard Webhooks headers, mapped "
+        "sources their configured preset, Salesforce the OrganizationId (answers in SOAP, `text/xml`).",
         "operationId": "receiveWebhookWithToken" if with_token else "receiveWebhook",
         "tags": ["webhooks"],
         "parameters": parameters,
@@ -175,6 +178,8 @@ def _webhook_post(sources: list[str], with_token: bool) -> dict[str, Any]:
                         "properties": {"data.json": {"type": "string"}, "page_id": {"type": "string"}},
                     }
                 },
+                "multipart/form-data": {"schema": {"type": "object", "description": "mapped sources"}},
+                "text/xml": {"schema": {"type": "string", "description": "Salesforce Outbound Messages"}},
             },
         },
         "responses": {
@@ -193,9 +198,14 @@ def _webhook_post(sources: list[str], with_token: bool) -> dict[str, Any]:
             "503": _error(
                 "cannot take the event now (queue, or a CRM/Graph look-up failed); retry: see Retry-After"
             ),
-            "500": _error("a bug in leadrelay; the answer names no internals"),
+            "500": _error(
+                "a bug in leadrelay (the answer names no internals); Salesforce: a SOAP Server fault, retry"
+            ),
         },
     }
+    for answer in operation["responses"].values():  # Salesforce: its SOAP Ack or a SOAP fault
+        answer["content"].update(SOAP)
+    return operation
 
 
 def _handshake(sources: list[str]) -> dict[str, Any]:
@@ -279,6 +289,7 @@ def build_openapi(config: dict[str, Any]) -> dict[str, Any]:
             "/webhooks/{source}": {"post": _webhook_post(sources, False), "get": _handshake(sources)},
             "/webhooks/{source}/{token}": {"post": _webhook_post(sources, True)},
             **admin_paths(),
+            **try_source_openapi(sources),
             **_ops_paths(),
         },
         "components": {

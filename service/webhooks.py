@@ -16,7 +16,7 @@ from service.dedup import DedupUnavailable
 from service.ingest import IngestResult, QueueUnavailable
 from service.redis_state import StateUnavailable
 from service.runtime import Runtime
-from service.sources.base import AdapterError, BodyUnreadable, InboundRequest
+from service.sources.base import AdapterError, BodyUnreadable, InboundRequest, SourceAdapter
 
 log = logging.getLogger("leadrelay.webhooks")
 webhooks = Blueprint("webhooks", __name__)
@@ -73,8 +73,23 @@ def receive(source: str, token: str | None = None) -> Any:
     if adapter is None:
         metrics.WEBHOOKS_RECEIVED.labels(source="unknown", outcome="unknown_source").inc()
         return error_response(404, "UNKNOWN_SOURCE", f"no source named {source!r} is configured")
+    response, status = handle(runtime, adapter, source, {"token": token} if token else None)
+    if type(adapter).answer is SourceAdapter.answer:
+        return response, status  # leadrelay's own JSON answer (most senders): nothing to re-render
+    rendered = adapter.answer(status, response.get_json(silent=True) or {})
+    if rendered is not None:
+        # The sender's own answer format (SOAP, a configured body); headers such as Retry-After stay.
+        status, body, content_type = rendered
+        response.set_data(body)
+        response.content_type = content_type
+    return response, status
+
+
+def handle(
+    runtime: Runtime, adapter: SourceAdapter, source: str, path_params: dict[str, str] | None
+) -> tuple[Response, int]:
     try:
-        inbound = inbound_request(source, {"token": token} if token else None)
+        inbound = inbound_request(source, path_params)
         adapter.verify(inbound)
         payload = adapter.parse(inbound)
         normalised = adapter.normalise(payload, inbound)
@@ -115,9 +130,13 @@ def receive(source: str, token: str | None = None) -> Any:
     return ingest_response(source, results, {"matched_fields": normalised.matched_fields})
 
 
-def ingest_response(source: str, results: list[IngestResult], extra: dict[str, Any] | None = None) -> Any:
+def ingest_response(
+    source: str, results: list[IngestResult], extra: dict[str, Any] | None = None
+) -> tuple[Response, int]:
     statuses = {r.status for r in results}
-    if "in_progress" in statuses and "accepted" not in statuses:
+    # A 2xx must mean every command is durably queued: one still being accepted by a concurrent
+    # request (which may yet fail) makes the whole answer a retry; the others dedup on it.
+    if "in_progress" in statuses:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="in_progress").inc()
         response, status = error_response(
             503, "IN_PROGRESS", "this event is being accepted by another request; retry later"

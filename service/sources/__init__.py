@@ -7,8 +7,10 @@ from service.sources.calendly import CalendlyAdapter
 from service.sources.generic import GenericAdapter
 from service.sources.google_ads import GoogleAdsAdapter
 from service.sources.hubspot import HubSpotAdapter
+from service.sources.mapped import MappedAdapter
 from service.sources.meta import MetaLeadAdsAdapter
 from service.sources.pipedrive import PipedriveAdapter
+from service.sources.salesforce import SalesforceAdapter
 from service.sources.typeform import TypeformAdapter
 from service.sources.unbounce import UnbounceAdapter
 from service.sources.webflow import WebflowAdapter
@@ -25,5 +27,7 @@ SOURCE_KINDS: dict[str, type[SourceAdapter]] = {
         WebflowAdapter,
         UnbounceAdapter,
         GoogleAdsAdapter,
+        MappedAdapter,
+        SalesforceAdapter,
     )
 }

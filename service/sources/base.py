@@ -169,6 +169,16 @@ class SourceAdapter:
     def normalise(self, payload: Any, request: InboundRequest) -> Normalised:
         raise NotImplementedError
 
+    @property
+    def unverified(self) -> bool:
+        """True when the operator declared this source takes requests without verification."""
+        return False
+
+    def answer(self, status: int, body: dict[str, Any]) -> tuple[int, bytes, str] | None:
+        """(status, body, content type) for senders that need their own answer format (a SOAP
+        acknowledgement, a configured success body); None: leadrelay's JSON answer."""
+        return None
+
     def handle_get(self, request: InboundRequest) -> tuple[int, str] | None:
         """A GET on the webhook route (Meta's verification handshake); None: 405."""
         return None

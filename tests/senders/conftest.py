@@ -37,6 +37,8 @@ CALENDLY_KEY = "calendly-signing-key-4a8d"
 WEBFLOW_SECRET = "webflow-secret-2c7e"
 UNBOUNCE_TOKEN = "ub-url-token-8d1f2a9c3b4e"
 GOOGLE_KEY = "examplekey-8f2d"
+SALESFORCE_ORG = "00D5e000000HxYzEAK"
+MAPPED_KEY = "mapped-api-key-47e1c9"
 
 FAST_FETCH = {"api_timeout_seconds": 2, "api_attempts": 3, "api_backoff_base_seconds": 0.01}
 
@@ -105,6 +107,16 @@ def senders_config(tmp_path: Path, sims: dict[str, str] | None = None, **sources
         "webflow": {"type": "webflow", "secret": WEBFLOW_SECRET},
         "unbounce": {"type": "unbounce", "url_token": UNBOUNCE_TOKEN},
         "google_ads": {"type": "google_ads", "google_key": GOOGLE_KEY},
+        "salesforce": {"type": "salesforce", "organization_id": SALESFORCE_ORG},
+        "mapped": {
+            "type": "mapped",
+            "verify": {"method": "api_key", "header": "X-Api-Key", "api_keys": [MAPPED_KEY]},
+            "mapping": {
+                "event_id": "id",
+                "lead": {"email": "email"},
+                "changes": {"first_name": "first_name"},
+            },
+        },
     }
     configured = deep_merge(configured, sources)
     raw = base_config(tmp_path)
