@@ -154,7 +154,7 @@ def test_check_config_reports_a_mapping_no_routed_provider_sends(tmp_path, capsy
     raw["providers"]["leadsquared"]["field_map"] = {"address": "mx_Street1"}
     assert cli_main(["--config", str(write_config(tmp_path, raw)), "check-config"]) == 0
     assert "warning:" not in capsys.readouterr().out
-    raw["providers"] = {"octanist": {"type": "octanist", "api_key": "k"}}
+    raw["providers"] = {"octanist": {"type": "octanist", "api_key": "octanist-test-key"}}
     raw["routes"] = [{"source": "meta", "providers": ["octanist"]}]
     assert cli_main(["--config", str(write_config(tmp_path, raw)), "check-config"]) == 0
     reported = capsys.readouterr().out

@@ -84,6 +84,8 @@ def test_each_sender_declares_whether_the_guard_applies(tmp_path) -> None:
         "webflow": True,
         "unbounce": True,
         "google_ads": True,
+        "mapped": True,
+        "salesforce": False,
     }
     raw = base_config(tmp_path)
     raw["sources"]["deals"] = {"type": "pipedrive"}
