@@ -7,13 +7,16 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
+from service.domain.state import EventFilter
+from service.domain.statuses import DeliveryStatus
 from service.runtime import Runtime
+from service.state import SqlStateStore
 from service.webhooks import error_response
 
 admin = Blueprint("admin", __name__, url_prefix="/v1")
 
 SQLITE_MAX_INT = 2**63 - 1
-EVENT_STATUSES = ("pending", "in_flight", "polling", "delivered", "dead_lettered")
+EVENT_STATUSES = tuple(DeliveryStatus)
 
 
 def _runtime() -> Runtime:
@@ -45,9 +48,27 @@ def list_events() -> Any:
         after = min(max(int(request.args.get("after", 0)), 0), SQLITE_MAX_INT)
     except ValueError:
         return error_response(400, "VALIDATION_ERROR", "bad query", {"limit": ["must be an integer"]})
-    events = _runtime().store.list_events(
-        status=status, provider=request.args.get("provider"), limit=limit, after_seq=after
+    try:
+        since = float(request.args["since"]) if "since" in request.args else None
+        until = float(request.args["until"]) if "until" in request.args else None
+    except ValueError:
+        return error_response(400, "VALIDATION_ERROR", "bad query", {"since": ["epoch seconds"]})
+    event_filter = EventFilter(
+        status=status,
+        provider=request.args.get("provider"),
+        source=request.args.get("source"),
+        event_type=request.args.get("event_type"),
+        lead=request.args.get("lead"),
+        since=since,
+        until=until,
     )
+    store = _runtime().store
+    if isinstance(store, SqlStateStore):
+        events = store.list_events(event_filter, limit=limit, after_seq=after)
+    else:  # the Redis event log (distributed mode until it moves to PostgreSQL) filters by status and provider only
+        events = store.list_events(
+            status=status, provider=event_filter.provider, limit=limit, after_seq=after
+        )
     return jsonify({"events": events, "next_after": events[-1]["seq"] if events else after})
 
 

@@ -62,6 +62,23 @@ class StorageSchema(_Strict):
     path = fields.String(load_default="var/leadrelay.db")
 
 
+class DatabaseSchema(_Strict):
+    # sqlite:///<path> or postgresql://...; unset: the embedded SQLite file at storage.path.
+    url = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^(sqlite:///|postgres(ql)?://)")
+    )
+    pool_size = fields.Integer(load_default=10, validate=validate.Range(min=1, max=200))
+    statement_timeout_ms = fields.Integer(load_default=5000, validate=validate.Range(min=100))
+    connect_timeout_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=1, max=60))
+
+
+class RetentionSchema(_Strict):
+    delivered_days = fields.Float(load_default=7.0, validate=validate.Range(min=0.0001))
+    dead_letter_days = fields.Float(load_default=30.0, validate=validate.Range(min=0.0001))
+    prune_interval_seconds = fields.Float(load_default=300.0, validate=validate.Range(min=0.1))
+    batch = fields.Integer(load_default=500, validate=validate.Range(min=1, max=10000))
+
+
 class RedisSchema(_Strict):
     url = fields.String(load_default=None, allow_none=True)
     socket_timeout_seconds = fields.Float(load_default=2.0)
@@ -213,6 +230,8 @@ class ConfigSchema(_Strict):
     sandbox_active = fields.Boolean(load_default=False)
     server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
     storage = fields.Nested(StorageSchema, load_default=lambda: StorageSchema().load({}))
+    database = fields.Nested(DatabaseSchema, load_default=lambda: DatabaseSchema().load({}))
+    retention = fields.Nested(RetentionSchema, load_default=lambda: RetentionSchema().load({}))
     redis = fields.Nested(RedisSchema, load_default=lambda: RedisSchema().load({}))
     dedup = fields.Nested(DedupSchema, load_default=lambda: DedupSchema().load({}))
     dispatcher = fields.Nested(DispatcherSchema, load_default=lambda: DispatcherSchema().load({}))

@@ -21,9 +21,9 @@ from handlers import build_handlers
 from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpdate
 from service import metrics
 from service.config import Config
+from service.domain.state import Delivery, DeliveryGroup, StateStore
 from service.logs import command_id_var
 from service.ratelimit import InProcessRateLimiter, RateLimiter
-from service.store import Delivery, DeliveryGroup, EmbeddedStore
 
 log = logging.getLogger("leadrelay.dispatcher")
 
@@ -315,7 +315,7 @@ class DeliveryCore:
 class EmbeddedDispatcher:
     """Drives `DeliveryCore` from the SQLite queue with a pool of worker threads."""
 
-    def __init__(self, config: Config, store: EmbeddedStore, core: DeliveryCore | None = None) -> None:
+    def __init__(self, config: Config, store: StateStore, core: DeliveryCore | None = None) -> None:
         self.config = config
         self.store = store
         self.core = core or DeliveryCore(config)

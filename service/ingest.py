@@ -7,6 +7,7 @@ Shared by the webhook routes and the Kafka source consumers. A command is answer
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -14,7 +15,8 @@ from typing import Any, Protocol
 from service import metrics
 from service.command import LeadUpdateCommand
 from service.config import Config
-from service.dedup import Claim, DedupStore
+from service.dedup import DedupStore
+from service.domain.state import Claim
 
 log = logging.getLogger("leadrelay.ingest")
 
@@ -38,21 +40,23 @@ class IngestResult:
 
 
 class Ingestor:
-    def __init__(self, config: Config, dedup: DedupStore, queue: CommandQueue) -> None:
+    def __init__(
+        self,
+        config: Config,
+        dedup: DedupStore,
+        queue: CommandQueue,
+        unit_of_work: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> None:
+        """`unit_of_work`: when dedup keys and the queue live in one database (the state
+        store), its transaction: claim, queue and confirm then commit once, with no window
+        between them."""
         self.config = config
         self.dedup = dedup
         self.queue = queue
+        self.unit_of_work = unit_of_work or nullcontext
         self.window = int(config["dedup"]["window_seconds"])
         self.fingerprint_window = int(config["dedup"]["fingerprint_window_seconds"])
         self.pending = int(config["dedup"]["pending_seconds"])
-
-    def unit_of_work(self) -> AbstractContextManager[Any]:
-        """When dedup keys and the queue live in one database, claim, queue and confirm in a
-        single transaction: one commit instead of three, and no window between them."""
-        shared = getattr(self.dedup, "store", None)
-        if shared is not None and shared is self.queue:
-            return shared.transaction()
-        return nullcontext()
 
     def accept(self, command: LeadUpdateCommand) -> IngestResult:
         with self.unit_of_work():

@@ -4,7 +4,6 @@ sender. The adapter verifies, validates and normalises; the ingestor dedups and 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from service import metrics
 from service.dedup import DedupUnavailable
+from service.domain.state import StateUnavailable
 from service.ingest import IngestResult, QueueUnavailable
 from service.runtime import Runtime
 from service.sources.base import AdapterError, InboundRequest
@@ -81,7 +81,7 @@ def receive(source: str, token: str | None = None) -> Any:
     try:
         for command in normalised.commands:
             results.append(runtime.ingestor.accept(command))
-    except (QueueUnavailable, DedupUnavailable, sqlite3.OperationalError) as exc:
+    except (QueueUnavailable, DedupUnavailable, StateUnavailable) as exc:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="unavailable").inc()
         log.warning("cannot accept work now: %s", exc, extra={"source": source})
         response, status = error_response(
