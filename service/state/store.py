@@ -167,12 +167,24 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
                 ids = [row["command_id"] for row in group_rows]
                 marks = ",".join("?" * len(ids))
                 # Guarded by status: a row another dispatcher took meanwhile is not taken twice.
-                for row in db.execute(
-                    "UPDATE deliveries SET status = 'in_flight', owner = ?, heartbeat_at = ?, updated_at = ?"
-                    f" WHERE provider = ? AND status = 'pending' AND command_id IN ({marks}) RETURNING command_id",
-                    (owner, now, now, provider, *ids),
-                ).fetchall():
-                    claimed.add((row["command_id"], provider))
+                taken = {
+                    row["command_id"]
+                    for row in db.execute(
+                        "UPDATE deliveries SET status = 'in_flight', owner = ?, heartbeat_at = ?, updated_at = ?"
+                        f" WHERE provider = ? AND status = 'pending' AND command_id IN ({marks}) RETURNING command_id",
+                        (owner, now, now, provider, *ids),
+                    ).fetchall()
+                }
+                if len(taken) < len(ids):
+                    # Part of the group went elsewhere: sending the rest now could overtake it.
+                    if taken:
+                        db.execute(
+                            "UPDATE deliveries SET status = 'pending', owner = NULL WHERE provider = ?"
+                            f" AND status = 'in_flight' AND command_id IN ({','.join('?' * len(taken))})",
+                            (provider, *sorted(taken)),
+                        )
+                    continue
+                claimed.update((command_id, provider) for command_id in taken)
         bodies = self._bodies({command_id for command_id, _ in claimed})
         groups = []
         for key, group_rows in chosen.items():
