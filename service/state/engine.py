@@ -219,7 +219,16 @@ class PostgresEngine:
                 finally:
                     self._nesting.session, self._nesting.depth = None, 0
         except self._errors as exc:
+            self._drop_broken_connections()
             raise StateUnavailable(f"postgresql: {type(exc).__name__}: {exc}") from exc
+
+    def _drop_broken_connections(self) -> None:
+        """After a failure the idle connections may be dead too (a server restart kills them
+        all): test them now, so the sender's retry gets a working one, not the next corpse."""
+        try:
+            self.pool.check()
+        except Exception:  # the server may still be down; the pool keeps reconnecting
+            pass
 
     def read(self) -> AbstractReadContext:
         return self.transaction()
