@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from service.redact import register_secrets_in
+from service.redact import register_secret, register_secrets_in
 
 ENV_PREFIX = "LEADRELAY__"
 CONFIG_ENV = "LEADRELAY_CONFIG"
@@ -393,6 +394,9 @@ def validate_config(raw: Mapping[str, Any], path: str | None = None) -> Config:
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     register_secrets_in(data)
+    database_password = urlsplit((data.get("database") or {}).get("url") or "").password
+    if database_password:
+        register_secret(database_password)  # a driver error may echo the URL
     return Config(data=data, path=path)
 
 

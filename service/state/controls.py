@@ -7,11 +7,14 @@ import time
 from typing import Any
 
 from service.domain.state import ProviderControl
+from service.state.migrations import CHURNING_TABLES
 
 DAY = 86400.0
 
 
 class ControlsMixin:
+    engine: Any
+
     def transaction(self) -> Any: ...
 
     def read(self) -> Any: ...
@@ -132,4 +135,6 @@ class ControlsMixin:
                 removed += count
                 if count < batch:
                     break
+        if removed:
+            self.engine.reclaim(CHURNING_TABLES)
         return removed

@@ -59,6 +59,10 @@ class Engine(Protocol):
 
     def read(self) -> Any: ...
 
+    def reclaim(self, tables: Sequence[str]) -> None: ...
+
+    def size_bytes(self) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -138,6 +142,9 @@ class SQLiteEngine:
                 yield
             finally:
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+
+    def reclaim(self, tables: Sequence[str]) -> None:
+        """Nothing to do: SQLite reuses freed pages (the freelist) for new rows by itself."""
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
@@ -230,8 +237,26 @@ class PostgresEngine:
         except Exception:  # the server may still be down; the pool keeps reconnecting
             pass
 
-    def read(self) -> AbstractReadContext:
+    def read(self) -> Any:
+        """Reads take a pooled connection too (or join the thread's open transaction)."""
         return self.transaction()
+
+    def reclaim(self, tables: Sequence[str]) -> None:
+        """A plain VACUUM of tables retention just thinned, so their space is reused rather than
+        grown, whatever the server's autovacuum settings (it may be off). It does not block
+        reads or writes; it runs outside a transaction and without the statement timeout."""
+        try:
+            with self.pool.connection() as connection:
+                connection.autocommit = True
+                try:
+                    connection.execute("SET statement_timeout = 0")
+                    for table in tables:
+                        connection.execute(f"VACUUM (ANALYZE) {table}")
+                finally:
+                    connection.execute("RESET statement_timeout")
+                    connection.autocommit = False
+        except self._errors as exc:
+            raise StateUnavailable(f"postgresql: {type(exc).__name__}: {exc}") from exc
 
     def size_bytes(self) -> int:
         with self.read() as db:
@@ -239,6 +264,3 @@ class PostgresEngine:
 
     def close(self) -> None:
         self.pool.close()
-
-
-AbstractReadContext = Any
