@@ -102,3 +102,24 @@ def test_a_statement_over_the_timeout_raises_state_unavailable(postgres_database
     with pytest.raises(StateUnavailable), engine.transaction() as db:
         db.execute("SELECT pg_sleep(2)")
     engine.close()
+
+
+def test_the_background_pruner_removes_expired_rows_on_its_own(store: SqlStateStore) -> None:
+    from service.state.retention import RetentionPruner
+
+    store.enqueue(make_command(1))
+    _finish(store, DeliveryStatus.DELIVERED, time.time())
+    store.enqueue(make_command(2))  # still pending: stays
+    pruner = RetentionPruner(
+        store,
+        {"delivered_days": 0.5 / DAY, "dead_letter_days": 30, "prune_interval_seconds": 0.1, "batch": 10},
+    )
+    pruner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while store.get_event("generic:1") is not None:
+            assert time.monotonic() < deadline, "the pruner never removed the delivered command"
+            time.sleep(0.05)
+    finally:
+        pruner.stop()
+    assert store.get_event("generic:2")["status"] == "pending"
