@@ -117,6 +117,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS commands_lead_id ON commands (lead_id)",
             "CREATE INDEX IF NOT EXISTS commands_lead_email ON commands (lead_email)",
             "CREATE INDEX IF NOT EXISTS commands_lead_phone ON commands (lead_phone)",
+            "CREATE INDEX IF NOT EXISTS commands_lead_key ON commands (lead_key)",
             "CREATE INDEX IF NOT EXISTS commands_received ON commands (received_at)",
             add_column("deliveries", "owner", "TEXT"),
             add_column("deliveries", "heartbeat_at", "{float}"),

@@ -80,13 +80,16 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
     # ---- queue ---------------------------------------------------------------------------
 
     def enqueue(self, command: LeadUpdateCommand) -> None:
-        """Durably queue the command with one pending delivery per provider."""
+        """Durably queue the command with one pending delivery per provider. A command still
+        on record (its dedup key expired before retention removed it, e.g. a dead letter kept
+        30 days re-sent after the 7-day window) is counted as a duplicate, not queued again."""
         now = time.time()
         lead = command.lead
         with self.transaction() as db:
-            seq = db.execute(
+            row = db.execute(
                 "INSERT INTO commands (command_id, lead_key, source, event_type, occurred_at, received_at, body,"
-                " lead_id, lead_email, lead_phone) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+                " lead_id, lead_email, lead_phone) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (command_id) DO NOTHING RETURNING seq",
                 (
                     command.command_id,
                     command.lead_key,
@@ -99,8 +102,11 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
                     lead.email,
                     lead.phone,
                 ),
-            ).fetchone()["seq"]
-            self._add_deliveries(db, seq, command, command.providers, now)
+            ).fetchone()
+            if row is None:
+                self.note_duplicate(command.command_id)
+                return
+            self._add_deliveries(db, row["seq"], command, command.providers, now)
             db.execute(
                 "INSERT INTO history (command_id, provider, at, status, detail) VALUES (?, NULL, ?, 'received', ?)",
                 (command.command_id, now, command.source),

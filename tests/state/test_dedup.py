@@ -101,3 +101,13 @@ def test_processes_racing_for_keys_yield_one_claim_each(store_spec: StoreSpec) -
     for number in range(30):
         column = [answer[number] for answer in answers]
         assert column.count("claimed") == 1, column
+
+
+def test_a_command_still_on_record_after_its_key_expired_is_not_queued_twice(store: SqlStateStore) -> None:
+    from tests.state.conftest import make_command
+
+    command = make_command(1)
+    store.enqueue(command)
+    store.enqueue(command)  # the dedup key lapsed, the command row did not
+    assert len(store.list_events()) == 1
+    assert store.get_event(command.command_id)["duplicates_received"] == 1
