@@ -199,6 +199,9 @@ class PostgresEngine:
             min_size=1,
             max_size=pool_size,
             timeout=connect_timeout_seconds,
+            # The pool's reconnect back-off doubles without a cap; giving up early lets the next
+            # request start a fresh attempt at once, so recovery after an outage takes seconds.
+            reconnect_timeout=max(5.0, 2 * connect_timeout_seconds),
             kwargs={
                 "connect_timeout": max(1, int(connect_timeout_seconds)),
                 "options": f"-c statement_timeout={int(statement_timeout_ms)}",
