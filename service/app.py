@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from service import metrics
 from service.admin import admin
 from service.config import Config, load_config
+from service.domain.state import StateUnavailable
 from service.health import health
 from service.logs import configure_logging, request_id_var
 from service.openapi import openapi
@@ -75,6 +76,13 @@ def create_app(config: Config | None = None, runtime: Runtime | None = None) -> 
         code = HTTP_CODES.get(status, exc.name.upper().replace(" ", "_"))
         count_webhook_failure(code)
         return error_response(status, code, message)
+
+    @app.errorhandler(StateUnavailable)
+    def state_unavailable(exc: StateUnavailable) -> Any:
+        log.warning("database unavailable: %s", exc)
+        response, status = error_response(503, "UNAVAILABLE", "the database cannot answer now; retry later")
+        response.headers["Retry-After"] = "5"
+        return response, status
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:

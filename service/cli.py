@@ -5,6 +5,7 @@ leadrelay dispatch              the embedded dispatcher alone
 leadrelay kafka-dispatch        distributed mode: the dispatcher consumer (command + retry topics)
 leadrelay consume-sources       distributed mode: source-topic consumers -> command topic
 leadrelay check-config          validate the configuration and exit
+leadrelay migrate               apply the database schema migrations (automatic in embedded mode)
 leadrelay events list|show|replay   the event log, through the admin API (replay one, or by filter)
 leadrelay demo                  send a signed sample event and follow it to the provider
 leadrelay simulator leadsquared run a provider simulator on a port
@@ -171,7 +172,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_dispatch(args: argparse.Namespace) -> int:
     from service.dispatcher import EmbeddedDispatcher
     from service.metrics import serve_metrics
-    from service.store import EmbeddedStore
+    from service.state import open_state_store
+    from service.state.retention import RetentionPruner
 
     config = _config(args)
     configure_logging(config["logging"]["level"], config["logging"]["json"])
@@ -181,14 +183,16 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    store = EmbeddedStore(config["storage"]["path"])
-    # One embedded dispatcher per queue file: it owns every in-flight delivery in it.
-    lock_file = open(str(store.path) + ".dispatcher.lock", "w")  # noqa: SIM115 - held for the process lifetime
+    queue_path = Path(config["storage"]["path"])
+    queue_path.parent.mkdir(parents=True, exist_ok=True)
+    # One embedded dispatcher per queue: it owns every in-flight delivery in it.
+    lock_file = open(str(queue_path) + ".dispatcher.lock", "w")  # noqa: SIM115 - held for the process lifetime
     try:
         fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        print(f"leadrelay: another dispatcher is running on {store.path}", file=sys.stderr)
+        print(f"leadrelay: another dispatcher is running on {queue_path}", file=sys.stderr)
         return 3
+    store = open_state_store(config)
     if args.metrics_port is not None:
         serve_metrics(args.metrics_port)
     elif os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None and config["server"]["metrics_port"]:
@@ -197,9 +201,33 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         except OSError as exc:
             log.warning("metrics port unavailable: %s", exc)
     dispatcher = EmbeddedDispatcher(config, store)
+    pruner = RetentionPruner(store, config["retention"])
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
     signal.signal(signal.SIGINT, lambda *_: dispatcher.stop())
-    dispatcher.run()
+    pruner.start()
+    try:
+        dispatcher.run()
+    finally:
+        pruner.stop()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from service.state import database_url, migrate, open_engine
+    from service.state.migrations import pending_versions
+
+    config = _config(args)
+    configure_logging(config["logging"]["level"], config["logging"]["json"])
+    engine = open_engine(database_url(config), config["database"])
+    try:
+        if args.check:
+            pending = pending_versions(engine)
+            print(f"pending migrations: {', '.join(map(str, pending)) or 'none'}")
+            return 1 if pending else 0
+        applied = migrate(engine)
+        print(f"migrations applied: {', '.join(map(str, applied)) or 'none (up to date)'}")
+    finally:
+        engine.close()
     return 0
 
 
@@ -508,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     try_src.add_argument("--content-type", help="default: the headers' Content-Type, else guessed")
     try_src.add_argument("--url-token", help="the secret token of the webhook URL (url_token sources)")
     try_src.set_defaults(func=cmd_try_source)
+    migrate = sub.add_parser("migrate", help="apply the database schema migrations")
+    migrate.add_argument("--check", action="store_true", help="only list pending migrations (exit 1 if any)")
+    migrate.set_defaults(func=cmd_migrate)
     events = sub.add_parser("events", help="the event log: list, show, replay (one, or by filter)")
     events.add_argument("action", choices=["list", "show", "replay"])
     events.add_argument("command_id", nargs="?")

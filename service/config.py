@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -29,7 +30,7 @@ from service.config_checks import (
     secret_length_errors,
 )
 from service.domain.validators import MIN_ADMIN_TOKEN_LENGTH, http_url
-from service.redact import register_secrets_in
+from service.redact import register_secret, register_secrets_in
 
 CONFIG_ENV = "LEADRELAY_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "leadrelay.yaml"
@@ -70,6 +71,23 @@ class ServerSchema(_Strict):
 
 class StorageSchema(_Strict):
     path = fields.String(load_default="var/leadrelay.db")
+
+
+class DatabaseSchema(_Strict):
+    # sqlite:///<path> or postgresql://...; unset: the embedded SQLite file at storage.path.
+    url = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^(sqlite:///|postgres(ql)?://)")
+    )
+    pool_size = fields.Integer(load_default=10, validate=validate.Range(min=1, max=200))
+    statement_timeout_ms = fields.Integer(load_default=5000, validate=validate.Range(min=100))
+    connect_timeout_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=1, max=60))
+
+
+class RetentionSchema(_Strict):
+    delivered_days = fields.Float(load_default=7.0, validate=validate.Range(min=0.0001))
+    dead_letter_days = fields.Float(load_default=30.0, validate=validate.Range(min=0.0001))
+    prune_interval_seconds = fields.Float(load_default=300.0, validate=validate.Range(min=0.1))
+    batch = fields.Integer(load_default=500, validate=validate.Range(min=1, max=10000))
 
 
 class RedisSchema(_Strict):
@@ -225,6 +243,8 @@ class ConfigSchema(_Strict):
     sandbox_active = fields.Boolean(load_default=False)
     server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
     storage = fields.Nested(StorageSchema, load_default=lambda: StorageSchema().load({}))
+    database = fields.Nested(DatabaseSchema, load_default=lambda: DatabaseSchema().load({}))
+    retention = fields.Nested(RetentionSchema, load_default=lambda: RetentionSchema().load({}))
     redis = fields.Nested(RedisSchema, load_default=lambda: RedisSchema().load({}))
     dedup = fields.Nested(DedupSchema, load_default=lambda: DedupSchema().load({}))
     dispatcher = fields.Nested(DispatcherSchema, load_default=lambda: DispatcherSchema().load({}))
@@ -368,6 +388,9 @@ def validate_config(
         named = [name_env_variable(line, env_names or {}) for line in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(named))
     register_secrets_in(data)
+    database_password = urlsplit((data.get("database") or {}).get("url") or "").password
+    if database_password:
+        register_secret(database_password)  # a driver error may echo the URL
     return Config(data=data, path=path)
 
 

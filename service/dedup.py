@@ -1,4 +1,5 @@
-"""Ingest dedup: one interface, two stores (SQLite embedded, Redis shared).
+"""Ingest dedup: the interface, and its Redis store (distributed mode until the Kafka path
+moves to PostgreSQL; the SQL one is `service.state.SqlStateStore`).
 
 Claim before, confirm after: a key is first claimed as `pending` for a short time, and
 only marked `done` (for the whole window) once the command is durably queued. A crash in
@@ -12,19 +13,11 @@ guard's "latest accepted fingerprint per (source, lead)" is one.
 
 from __future__ import annotations
 
-import time
-from enum import StrEnum
 from typing import Protocol
 
 import redis
 
-from service.store import EmbeddedStore
-
-
-class Claim(StrEnum):
-    CLAIMED = "claimed"
-    DUPLICATE = "duplicate"
-    IN_PROGRESS = "in_progress"
+from service.domain.state import Claim
 
 
 class DedupUnavailable(Exception):
@@ -45,60 +38,6 @@ class DedupStore(Protocol):
         """Store `value` under `key` for `ttl_seconds`, replacing what was there."""
 
     def ping(self) -> None: ...
-
-
-class SQLiteDedupStore:
-    def __init__(self, store: EmbeddedStore) -> None:
-        self.store = store
-        self._last_purge = 0.0
-
-    def claim(self, key: str, pending_seconds: int) -> Claim:
-        now = time.time()
-        with self.store.transaction() as db:
-            row = db.execute("SELECT state, expires_at FROM dedup WHERE key = ?", (key,)).fetchone()
-            if row is not None and row["expires_at"] > now:
-                return Claim.DUPLICATE if row["state"] == "done" else Claim.IN_PROGRESS
-            db.execute(
-                "INSERT INTO dedup (key, state, expires_at) VALUES (?, 'pending', ?)"
-                " ON CONFLICT (key) DO UPDATE SET state = 'pending', expires_at = excluded.expires_at",
-                (key, now + pending_seconds),
-            )
-            if now - self._last_purge > 600:
-                self._last_purge = now
-                db.execute("DELETE FROM dedup WHERE expires_at < ?", (now,))
-        return Claim.CLAIMED
-
-    def confirm(self, key: str, window_seconds: int) -> None:
-        with self.store.transaction() as db:
-            db.execute(
-                "UPDATE dedup SET state = 'done', expires_at = ? WHERE key = ?",
-                (time.time() + window_seconds, key),
-            )
-
-    def release(self, key: str) -> None:
-        with self.store.transaction() as db:
-            db.execute("DELETE FROM dedup WHERE key = ? AND state = 'pending'", (key,))
-
-    # A value shares the claims' table: its `state` column holds the value (keys of the two
-    # uses never collide: claims are `cmd:...`, values are named by their user).
-    def get(self, key: str) -> str | None:
-        row = (
-            self.store.connection()
-            .execute("SELECT state FROM dedup WHERE key = ? AND expires_at > ?", (key, time.time()))
-            .fetchone()
-        )
-        return None if row is None else str(row["state"])
-
-    def put(self, key: str, value: str, ttl_seconds: int) -> None:
-        with self.store.transaction() as db:
-            db.execute(
-                "INSERT INTO dedup (key, state, expires_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at",
-                (key, value, time.time() + ttl_seconds),
-            )
-
-    def ping(self) -> None:
-        self.store.connection().execute("SELECT 1").fetchone()
 
 
 # Release only our own pending claim, never a confirmed one.

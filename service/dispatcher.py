@@ -22,13 +22,14 @@ from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpda
 from service import metrics
 from service.command import complete_names
 from service.config import Config
+from service.domain.state import Delivery, DeliveryGroup, StateStore, StateUnavailable
 from service.logs import command_id_var
 from service.ratelimit import InProcessRateLimiter, RateLimiter
-from service.store import Delivery, DeliveryGroup, EmbeddedStore
 
 log = logging.getLogger("leadrelay.dispatcher")
 
 NOT_CONFIGURED_RECHECK_SECONDS = 30.0
+DATABASE_RETRY_SECONDS = 1.0
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
@@ -322,7 +323,7 @@ class DeliveryCore:
 class EmbeddedDispatcher:
     """Drives `DeliveryCore` from the SQLite queue with a pool of worker threads."""
 
-    def __init__(self, config: Config, store: EmbeddedStore, core: DeliveryCore | None = None) -> None:
+    def __init__(self, config: Config, store: StateStore, core: DeliveryCore | None = None) -> None:
         self.config = config
         self.store = store
         self.core = core or DeliveryCore(config)
@@ -489,10 +490,16 @@ class EmbeddedDispatcher:
         interval = float(self.settings["provider_metrics_interval_seconds"])
         while not self.stopping.is_set():
             metrics.heartbeat()  # liveness: /healthz on the metrics port fails if this stops
-            started = self.tick()
-            if time.monotonic() - last_gauges > 5:
-                self.update_gauges()
-                last_gauges = time.monotonic()
+            try:
+                started = self.tick()
+                if time.monotonic() - last_gauges > 5:
+                    self.update_gauges()
+                    last_gauges = time.monotonic()
+            except StateUnavailable as exc:
+                # The database is away (PostgreSQL restarting): wait for it rather than exit.
+                log.warning("state store unavailable: %s", exc)
+                self.stopping.wait(DATABASE_RETRY_SECONDS)
+                continue
             if interval and time.monotonic() - last_provider_metrics > interval:
                 # In the pool: a slow provider must not hold up the dispatch loop.
                 self.pool.submit(self.core.refresh_provider_metrics)

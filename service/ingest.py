@@ -14,6 +14,7 @@ between makes the next one new again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,7 +24,8 @@ from handlers.base import ConversionError, PermanentError, ProviderHandler
 from service import metrics
 from service.command import LeadUpdateCommand, status_problem
 from service.config import Config
-from service.dedup import Claim, DedupStore, DedupUnavailable
+from service.dedup import DedupStore, DedupUnavailable
+from service.domain.state import Claim
 from service.sources.base import PayloadInvalid
 
 log = logging.getLogger("leadrelay.ingest")
@@ -52,10 +54,20 @@ class IngestResult:
 
 
 class Ingestor:
-    def __init__(self, config: Config, dedup: DedupStore, queue: CommandQueue) -> None:
+    def __init__(
+        self,
+        config: Config,
+        dedup: DedupStore,
+        queue: CommandQueue,
+        unit_of_work: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> None:
+        """`unit_of_work`: when dedup keys and the queue live in one database (the state
+        store), its transaction: claim, queue and confirm then commit once, with no window
+        between them."""
         self.config = config
         self.dedup = dedup
         self.queue = queue
+        self.unit_of_work = unit_of_work or nullcontext
         self.window = int(config["dedup"]["window_seconds"])
         self.fingerprint_window = int(config["dedup"]["fingerprint_window_seconds"])
         self.pending = int(config["dedup"]["pending_seconds"])
@@ -89,14 +101,6 @@ class Ingestor:
                     continue
         if problems:
             raise PayloadInvalid("a change does not have the type a provider's contract declares", problems)
-
-    def unit_of_work(self) -> AbstractContextManager[Any]:
-        """When dedup keys and the queue live in one database, claim, queue and confirm in a
-        single transaction: one commit instead of three, and no window between them."""
-        shared = getattr(self.dedup, "store", None)
-        if shared is not None and shared is self.queue:
-            return shared.transaction()
-        return nullcontext()
 
     def accept(self, command: LeadUpdateCommand) -> IngestResult:
         with self.unit_of_work():

@@ -26,16 +26,13 @@ from typing import Any
 import redis
 
 from service.command import LeadUpdateCommand
-from service.domain.state import EventFilter
+from service.domain.state import EventFilter, StateUnavailable
 from service.ratelimit import SAFETY_MARGIN_SECONDS
 from service.redact import redact_obj
-from service.store import OPEN_STATUSES, _iso, _overall_status, duplicate_note
+from service.state.store import duplicate_note
+from service.store import OPEN_STATUSES, _iso, _overall_status
 
 TERMINAL = ("delivered", "dead_lettered")
-
-
-class StateUnavailable(Exception):
-    """Redis cannot answer: do not deliver (we could not record it) and do not commit."""
 
 
 # KEYS[1] log; ARGV: calls, window_us, member. The Redis clock is the one clock every

@@ -1,8 +1,9 @@
 """Wiring: build the stores, queue and adapters that a configuration asks for.
 
-Embedded mode: SQLite for queue, ledger, event log and (by default) dedup. Distributed
-mode swaps in Kafka (the command topic, see consumers/) and Redis (dedup, ledger, event
-log, rate limits); the webhook, admin and health code does not change.
+Embedded mode: the SQL state store (SQLite by default, migrated at start) for queue,
+ledger, event log and (by default) dedup. Distributed mode swaps in Kafka (the command
+topic, see consumers/) and Redis (dedup, ledger, event log, rate limits); the webhook,
+admin and health code does not change.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import Any
 import redis
 
 from service.config import Config
-from service.dedup import DedupStore, RedisDedupStore, SQLiteDedupStore
+from service.dedup import DedupStore, RedisDedupStore
 from service.ingest import CommandQueue, Ingestor
 from service.redis_state import RedisEventStore
 from service.sources import SOURCE_KINDS
 from service.sources.base import SourceAdapter
-from service.store import EmbeddedStore
+from service.state import SqlStateStore, open_state_store
 
 
 def redis_client(config: Config) -> redis.Redis:
@@ -40,7 +41,7 @@ def build_adapters(config: Config) -> dict[str, SourceAdapter]:
 @dataclass
 class Runtime:
     config: Config
-    store: EmbeddedStore | RedisEventStore
+    store: SqlStateStore | RedisEventStore
     dedup: DedupStore
     queue: CommandQueue
     ingestor: Ingestor
@@ -81,17 +82,18 @@ def build_distributed_runtime(config: Config) -> Runtime:
 def build_runtime(config: Config) -> Runtime:
     if config["mode"] == "distributed":
         return build_distributed_runtime(config)
-    store = EmbeddedStore(config["storage"]["path"])
+    store = open_state_store(config)
     if config["dedup"]["backend"] == "redis":
         dedup: DedupStore = RedisDedupStore(redis_client(config), config["redis"]["key_prefix"])
+        ingestor = Ingestor(config, dedup, store)
     else:
-        dedup = SQLiteDedupStore(store)
-    queue: CommandQueue = store
+        dedup = store
+        ingestor = Ingestor(config, store, store, unit_of_work=store.transaction)
     return Runtime(
         config=config,
         store=store,
         dedup=dedup,
-        queue=queue,
-        ingestor=Ingestor(config, dedup, queue),
+        queue=store,
+        ingestor=ingestor,
         adapters=build_adapters(config),
     )

@@ -4,7 +4,6 @@ sender. The adapter verifies, validates and normalises; the ingestor dedups and 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from typing import Any
 
@@ -13,8 +12,8 @@ from werkzeug.exceptions import HTTPException
 
 from service import metrics
 from service.dedup import DedupUnavailable
+from service.domain.state import StateUnavailable
 from service.ingest import IngestResult, QueueUnavailable
-from service.redis_state import StateUnavailable
 from service.runtime import Runtime
 from service.sources.base import AdapterError, BodyUnreadable, InboundRequest, SourceAdapter
 
@@ -118,7 +117,7 @@ def handle(
     try:
         for command in normalised.commands:
             results.append(runtime.ingestor.accept(command))
-    except (QueueUnavailable, DedupUnavailable, StateUnavailable, sqlite3.OperationalError) as exc:
+    except (QueueUnavailable, DedupUnavailable, StateUnavailable) as exc:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="unavailable").inc()
         log.warning("cannot accept work now: %s", exc, extra={"source": source})
         response, status = error_response(

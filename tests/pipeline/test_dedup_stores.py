@@ -7,15 +7,18 @@ import time
 import pytest
 import redis
 
-from service.dedup import Claim, DedupUnavailable, RedisDedupStore, SQLiteDedupStore
-from service.store import EmbeddedStore
+from service.dedup import Claim, DedupUnavailable, RedisDedupStore
+from service.state import SqlStateStore, migrate
+from service.state.engine import SQLiteEngine
 from tests.support import PrivateRedis, wait_until
 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def dedup(request, tmp_path, redis_client, redis_prefix):
     if request.param == "sqlite":
-        return SQLiteDedupStore(EmbeddedStore(tmp_path / "dedup.db"))
+        engine = SQLiteEngine(tmp_path / "dedup.db")
+        migrate(engine)
+        return SqlStateStore(engine)
     return RedisDedupStore(redis_client, redis_prefix)
 
 

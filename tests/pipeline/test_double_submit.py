@@ -148,19 +148,22 @@ def test_a_pipedrive_stage_revert_ends_at_the_senders_latest_stage(make_service,
 def test_a_command_that_was_not_queued_leaves_the_guard_as_it_was(tmp_path) -> None:
     """The guard records a command before queueing it; if queueing fails, the previous
     record comes back, so the sender's retry of that change is not taken for a repeat."""
-    import sqlite3
     from dataclasses import replace
 
     from service.command import LeadIdentity, LeadUpdateCommand, utcnow
-    from service.dedup import SQLiteDedupStore
+    from service.domain.state import StateUnavailable
     from service.ingest import Ingestor
-    from service.store import EmbeddedStore
+    from service.state import SqlStateStore, migrate
+    from service.state.engine import SQLiteEngine
+
+    def store(name: str) -> SqlStateStore:
+        engine = SQLiteEngine(tmp_path / name)
+        migrate(engine)
+        return SqlStateStore(engine)
 
     config = load(base_config(tmp_path, dedup={"fingerprint_window_seconds": 600}))
-    dedup = SQLiteDedupStore(
-        EmbeddedStore(tmp_path / "dedup.db")
-    )  # apart from the queue: no shared transaction
-    queue = EmbeddedStore(tmp_path / "queue.db")
+    dedup = store("dedup.db")  # apart from the queue: no shared transaction
+    queue = store("queue.db")
     ingestor = Ingestor(config, dedup, queue)
     first = LeadUpdateCommand(
         command_id="generic:first",
@@ -172,10 +175,13 @@ def test_a_command_that_was_not_queued_leaves_the_guard_as_it_was(tmp_path) -> N
     )
     assert ingestor.accept(first).status == "accepted"
     latest = dedup.get("fpl:generic:email:jane@example.com")
-    # A real failure of the queue write: a row with this command id is already there.
+    # A real failure of the queue write: a table it writes is gone for a moment.
+    with queue.transaction() as db:
+        db.execute("ALTER TABLE history RENAME TO history_away")
     change = replace(first, command_id="generic:taken", changes={"city": "Oslo"})
-    queue.enqueue(change)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(StateUnavailable):
         ingestor.accept(change)
     assert dedup.get("fpl:generic:email:jane@example.com") == latest
+    with queue.transaction() as db:
+        db.execute("ALTER TABLE history_away RENAME TO history")
     assert ingestor.accept(replace(change, command_id="generic:retry")).status == "accepted"

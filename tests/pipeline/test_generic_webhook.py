@@ -17,7 +17,8 @@ VECTORS = Path("/work/shared/research/standard-webhooks")
 
 
 def queued(service) -> int:
-    return service.runtime.store.connection().execute("SELECT COUNT(*) FROM commands").fetchone()[0]
+    with service.runtime.store.read() as db:
+        return db.execute("SELECT COUNT(*) AS n FROM commands").fetchone()["n"]
 
 
 def test_standard_webhooks_test_vector_verifies() -> None:

@@ -135,8 +135,9 @@ def senders(make_service: Any, tmp_path: Path) -> Any:
 
 
 def queued(service: Any) -> int:
-    row = service.runtime.store.connection().execute("SELECT COUNT(*) FROM commands").fetchone()
-    return int(row[0])
+    with service.runtime.store.read() as db:
+        row = db.execute("SELECT COUNT(*) AS n FROM commands").fetchone()
+    return int(row["n"])
 
 
 def command_of(service: Any, command_id: str) -> dict[str, Any]:

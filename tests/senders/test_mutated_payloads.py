@@ -130,7 +130,8 @@ def test_signed_mangled_payloads_never_break_the_service(
     run_unbounce()
 
     # Everything accepted is readable by the dispatcher (the stored body passes its schema).
-    rows = service.runtime.store.connection().execute("SELECT body FROM commands").fetchall()
+    with service.runtime.store.read() as db:
+        rows = db.execute("SELECT body FROM commands").fetchall()
     assert len(rows) >= 8
     for row in rows:
         LeadUpdateCommand.from_json(row["body"])

@@ -40,7 +40,8 @@ def post(service: Any, body: bytes, headers: dict[str, str] = SOAP) -> requests.
 
 
 def queued(service: Any) -> int:
-    return int(service.runtime.store.connection().execute("SELECT COUNT(*) FROM commands").fetchone()[0])
+    with service.runtime.store.read() as db:
+        return int(db.execute("SELECT COUNT(*) AS n FROM commands").fetchone()["n"])
 
 
 def test_lead_message_is_acknowledged_and_each_lead_lands(
@@ -76,7 +77,8 @@ def test_a_resent_message_is_acknowledged_once_more_and_queues_nothing(
     again = post(service, body)  # Salesforce resends until acknowledged, for up to 24 hours
     assert again.status_code == 200 and again.content == ACK
     assert queued(service) == 2
-    ids = [r[0] for r in service.runtime.store.connection().execute("SELECT command_id FROM commands")]
+    with service.runtime.store.read() as db:
+        ids = [r["command_id"] for r in db.execute("SELECT command_id FROM commands")]
     assert sorted(ids) == ["salesforce:04l5e00000AbCdEAAV", "salesforce:04l5e00000AbCdFAAV"]
 
 
