@@ -53,8 +53,9 @@ from service import metrics
 from service.command import SCHEMA_VERSION, LeadUpdateCommand
 from service.config import Config
 from service.dispatcher import DeliveryCore
-from service.redis_state import RedisEventStore, RedisRateLimiter, StateUnavailable
+from service.redis_state import RedisEventStore, StateUnavailable
 from service.runtime import redis_client
+from service.state.redis_limiter import RedisRateLimiter
 
 log = logging.getLogger("leadrelay.kafka.dispatcher")
 

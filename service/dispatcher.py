@@ -21,8 +21,9 @@ from handlers import build_handlers
 from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpdate
 from service import metrics
 from service.config import Config
+from service.domain.limits import RateLimiter
 from service.logs import command_id_var
-from service.ratelimit import InProcessRateLimiter, RateLimiter
+from service.pipeline.ratelimit import InProcessRateLimiter
 from service.store import Delivery, DeliveryGroup, EmbeddedStore
 
 log = logging.getLogger("leadrelay.dispatcher")
@@ -157,9 +158,8 @@ class DeliveryCore:
             step = handler.prepare(merged.update)
             result = handler.deliver(merged.update) if step is None else step
         finally:
-            settle = getattr(self.limiter, "settle", None)
-            if limit and settle:
-                settle(handler.account)  # re-stamp the slot with the call's end (see ratelimit)
+            if limit:
+                self.limiter.settle(handler.account)  # re-stamp the slot with the call's end
         if step is not None:
             # A lookup used this slot. Done: the update goes next, with a slot of its own.
             metrics.PROVIDER_CALLS.labels(
@@ -200,9 +200,8 @@ class DeliveryCore:
             )
         if result.outcome is Outcome.RATE_LIMITED:
             wait = result.retry_after if result.retry_after is not None else (limit[1] if limit else 5.0)
-            penalise = getattr(self.limiter, "penalise", None)  # in-process and Redis limiters
-            if limit and penalise is not None:
-                penalise(handler.account, wait, *limit)
+            if limit:
+                self.limiter.penalise(handler.account, wait, *limit)
             metrics.RETRIES.labels(provider=group.provider, reason="rate_limited").inc()
             # A 429 reschedules without using up the retry budget.
             return Decision(
