@@ -73,6 +73,7 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
         ttl = max(int(kafka["event_ttl_seconds"]), int(config["dedup"]["window_seconds"]))
         self.ledger = RedisEventStore(client, prefix, ttl_seconds=ttl)
         self.core = DeliveryCore(config, limiter=RedisRateLimiter(client, prefix))
+        self.core.gate.attach(self.ledger)  # every dispatcher shares one breaker per provider
         self.concurrency = int(config["dispatcher"]["concurrency"])
         self.max_in_batch_wait = float(kafka["max_in_batch_wait_seconds"])
         self.owner_ttl = float(kafka["owner_ttl_seconds"])

@@ -8,7 +8,6 @@ queue; the Kafka dispatcher consumer drives the same core from the command topic
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Mapping
@@ -18,23 +17,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handlers import build_handlers
-from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpdate
+from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpdate, TransientError
 from service import metrics
 from service.config import Config
+from service.domain.backoff import backoff_seconds
 from service.domain.limits import RateLimiter
 from service.logs import command_id_var
+from service.pipeline.alerts import Alerts
+from service.pipeline.breaker import BreakerSettings
+from service.pipeline.gate import ProviderGate, settings_fingerprint
 from service.pipeline.ratelimit import InProcessRateLimiter
+from service.pipeline.schedule import give_up_reason, next_retry_at
 from service.store import Delivery, DeliveryGroup, EmbeddedStore
 
 log = logging.getLogger("leadrelay.dispatcher")
 
 NOT_CONFIGURED_RECHECK_SECONDS = 30.0
-
-
-def backoff_seconds(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with equal jitter: half fixed, half random."""
-    delay = min(cap, base * (2 ** max(0, attempt - 1)))
-    return delay / 2 + random.uniform(0, delay / 2)
+CONFIRM_RETRY_SECONDS = 1.0  # a read-back that could not run (rate limited) is asked again this soon
 
 
 def version_stamp(occurred_at: datetime) -> str:
@@ -113,6 +112,13 @@ class DeliveryCore:
         self.settings = config["dispatcher"]
         self.handlers = handlers if handlers is not None else build_handlers(config.providers)
         self.limiter = limiter or InProcessRateLimiter()
+        self.alerts = Alerts(config["alerts"])
+        # Breakers per provider; the driver attaches the store that shares them (`gate.attach`).
+        self.gate = ProviderGate(
+            BreakerSettings.from_config(self.settings["breaker"]),
+            {name: settings_fingerprint(p) for name, p in config.providers.items()},
+            self.alerts,
+        )
         # Whether the driver stores a poll count apart from attempts (`Delivery.polls`,
         # `Decision.count_poll`; the embedded ledger does). If not, polls count as attempts.
         self.counts_polls = False
@@ -141,18 +147,46 @@ class DeliveryCore:
                 count_attempt=False,
             )
         assert handler is not None
+        admission = self.gate.admit(group.provider)
+        if not admission.go:
+            # Breaker open or paused: wait without spending an attempt (or horizon).
+            return Decision(
+                "pending",
+                error=admission.reason,
+                stage="breaker",
+                next_attempt_at=admission.retry_at,
+                count_attempt=False,
+            )
+        try:
+            decision, result = self._call(group, handler, applied, now)
+        except BaseException:
+            if admission.probe:
+                self.gate.release(group.provider)
+            raise
+        if result is not None:
+            self.gate.observe(group.provider, result, admission.probe)
+        elif admission.probe:
+            self.gate.release(group.provider)  # no call was made: another delivery probes
+        return decision
+
+    def _call(
+        self, group: DeliveryGroup, handler: ProviderHandler, applied: Mapping[str, str], now: float
+    ) -> tuple[Decision, DeliveryResult | None]:
+        """Coalesce, take a rate-limit slot, make the one call. -> (the decision, the call's
+        result; None when no call was made)."""
         if not self.settings["coalesce"] and len(group.deliveries) > 1:
             raise ValueError("coalescing is off: claim and deliver groups of one command")
         # With coalescing off a group is one command: the same path, minus the merging.
         merged = coalesce(group.deliveries, applied)
         if not merged.update.changes and merged.stale_fields:
-            return Decision("delivered", error=f"superseded: {', '.join(merged.stale_fields)} already newer")
+            stale = ", ".join(merged.stale_fields)
+            return Decision("delivered", error=f"superseded: {stale} already newer"), None
         limit = self.rate_limit(handler)
         if limit:
             wait = self.limiter.acquire(handler.account, *limit)
             if wait > 0:
                 metrics.RATE_LIMIT_WAITS.labels(provider=group.provider).inc()
-                return Decision("pending", next_attempt_at=now + wait, count_attempt=False, error=None)
+                return Decision("pending", next_attempt_at=now + wait, count_attempt=False, error=None), None
         started = time.monotonic()
         try:
             step = handler.prepare(merged.update)
@@ -165,14 +199,24 @@ class DeliveryCore:
             metrics.PROVIDER_CALLS.labels(
                 provider=group.provider, outcome=f"lookup_{step.outcome.value}"
             ).inc()
+            made_call = step.stage != "mapping"
             if step.outcome is Outcome.DELIVERED:
-                return Decision("pending", next_attempt_at=now, count_attempt=False)
-            return self.decide(group, step, merged.field_versions, handler, limit)
+                return Decision("pending", next_attempt_at=now, count_attempt=False), step
+            return self.decide(
+                group, step, merged.field_versions, handler, limit
+            ), step if made_call else None
         metrics.PROVIDER_CALL_SECONDS.labels(provider=group.provider).observe(time.monotonic() - started)
         metrics.PROVIDER_CALLS.labels(provider=group.provider, outcome=result.outcome.value).inc()
         if len(group.deliveries) > 1 and result.ok:
             metrics.COALESCED.labels(provider=group.provider).inc(len(group.deliveries) - 1)
-        return self.decide(group, result, merged.field_versions, handler, limit)
+        # A result without a status code is either a failed attempt (transient) or no call at all.
+        made_call = result.status_code is not None or result.outcome in (
+            Outcome.TRANSIENT,
+            Outcome.RATE_LIMITED,
+        )
+        return self.decide(
+            group, result, merged.field_versions, handler, limit
+        ), result if made_call else None
 
     def decide(
         self,
@@ -213,27 +257,80 @@ class DeliveryCore:
                 count_attempt=False,
             )
         if result.outcome is Outcome.TRANSIENT:
-            if attempts >= int(self.settings["max_attempts"]):
+            first = min((d.first_attempt_at or now) for d in group.deliveries)
+            excluded = self.gate.open_seconds_since(group.provider, first)
+            retry_at = next_retry_at(attempts, first, now, self.settings, result.retry_after, excluded)
+            if retry_at is None:
                 return Decision(
                     "dead_lettered",
-                    error=f"gave up after {attempts} attempts: {result.reason}",
+                    error=f"{give_up_reason(attempts, first, now, self.settings)}: {result.reason}",
                     stage=result.stage,
                     response=response,
                 )
-            delay = backoff_seconds(
-                attempts, self.settings["backoff_base_seconds"], self.settings["backoff_max_seconds"]
-            )
-            if result.retry_after is not None:
-                delay = max(delay, result.retry_after)
             metrics.RETRIES.labels(provider=group.provider, reason="transient").inc()
             return Decision(
                 "pending",
                 error=result.reason,
                 stage=result.stage,
                 response=response,
-                next_attempt_at=now + delay,
+                next_attempt_at=retry_at,
             )
         return Decision("dead_lettered", error=result.reason, stage=result.stage, response=response)
+
+    def confirm(self, group: DeliveryGroup, applied: Mapping[str, str]) -> Decision | None:
+        """A dead dispatcher left `group` in flight: did its call land? The read-back (and the
+        lead look-up it needs) takes rate-limit slots and passes the breaker like every call.
+        -> `delivered` (the provider has it), `pending` (it does not, or it cannot tell: send
+        again, at-least-once), or None: the read-back could not run now (no slot, a 429, the
+        provider failing or its breaker open): ask again later, never resend on that."""
+        handler = self.handlers.get(group.provider)
+        merged = coalesce(group.deliveries, applied)
+        resend = Decision(
+            "pending", error="resent after a crash: the provider cannot confirm", count_attempt=False
+        )
+        if handler is None or not handler.can_confirm or handler.configuration_problem():
+            return resend
+        admission = self.gate.admit(group.provider)
+        if not admission.go:
+            return None
+        limit = self.rate_limit(handler)
+        if limit and self.limiter.acquire(handler.account, *limit) > 0:
+            if admission.probe:
+                self.gate.release(group.provider)
+            return None
+        found: bool | None = None
+        try:
+            result = handler.prepare(merged.update)  # a look-up, if one is needed, uses this slot
+            if result is None:
+                try:
+                    found = handler.confirm_applied(merged.update)
+                    result = DeliveryResult(Outcome.DELIVERED, reason="read back", status_code=200)
+                except TransientError as exc:
+                    result = exc.result(stage="provider")
+        finally:
+            if limit:
+                self.limiter.settle(handler.account)
+        self.gate.observe(group.provider, result, admission.probe)
+        metrics.PROVIDER_CALLS.labels(
+            provider=group.provider, outcome=f"readback_{result.outcome.value}"
+        ).inc()
+        if result.outcome is Outcome.RATE_LIMITED:
+            if limit:
+                self.limiter.penalise(handler.account, result.retry_after or limit[1], *limit)
+            return None
+        if result.outcome is Outcome.TRANSIENT or (
+            result.outcome is Outcome.DELIVERED and result.reason != "read back"
+        ):
+            return None  # the provider failed, or the look-up was this slot's call: ask again
+        if found:
+            return Decision(
+                "delivered", error="confirmed applied after a crash", field_versions=merged.field_versions
+            )
+        if found is False:
+            return Decision(
+                "pending", error="resent after a crash: the provider does not have it", count_attempt=False
+            )
+        return resend
 
     def poll(self, group: DeliveryGroup, now: float | None = None) -> Decision:
         """Ask an async provider how an accepted request ended."""
@@ -319,6 +416,7 @@ class EmbeddedDispatcher:
         self.store = store
         self.core = core or DeliveryCore(config)
         self.core.counts_polls = True  # the SQLite ledger keeps `polls`
+        self.core.gate.attach(store)  # breaker transitions and pauses shared with the web process
         self.settings = config["dispatcher"]
         self.concurrency = int(self.settings["concurrency"])
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deliver")
@@ -366,7 +464,8 @@ class EmbeddedDispatcher:
                 "dead-lettered",
                 extra={"provider": provider, "reason": decision.error, "stage": decision.stage},
             )
-        elif decision.error:
+            self.core.alerts.dead_lettered(provider, decision.error)
+        elif decision.error and decision.stage != "breaker":  # a held delivery is not news each time
             log.info(
                 "rescheduled",
                 extra={"provider": provider, "reason": decision.error, "retry_at": decision.next_attempt_at},
@@ -402,34 +501,23 @@ class EmbeddedDispatcher:
             with self._busy_lock:
                 self._busy.discard(key)
 
-    def recover(self) -> None:
-        """Deliveries a dead dispatcher left in flight: confirm with the provider where it
-        can tell us (no second call), else send again (at-least-once, logged)."""
-        for group in self.store.orphaned_in_flight():
-            handler = self.core.handlers.get(group.provider)
-            merged = coalesce(group.deliveries, self.store.applied_versions(group.lead_key, group.provider))
-            applied = handler.confirm_applied(merged.update) if handler else None
-            if applied:
-                log.warning(
-                    "recovered in-flight delivery: provider already has it",
-                    extra={"provider": group.provider},
-                )
-                self.apply(
-                    group,
-                    Decision(
-                        "delivered",
-                        error="confirmed applied after a restart",
-                        field_versions=merged.field_versions,
-                    ),
-                )
-            else:
-                log.warning(
-                    "recovered in-flight delivery: sending again",
-                    extra={"provider": group.provider, "confirmable": applied is not None},
-                )
-                self.store.record(
-                    group, "pending", now=time.time(), count_attempt=False, error="resent after a restart"
-                )
+    def recover(self, groups: list[DeliveryGroup] | None = None) -> list[DeliveryGroup]:
+        """Deliveries a dead dispatcher left in flight (at start: every `in_flight` row):
+        read back from the provider where it can tell us (no second call), else send again
+        (at-least-once, logged). -> the groups whose read-back must be asked again later."""
+        later: list[DeliveryGroup] = []
+        for group in self.store.orphaned_in_flight() if groups is None else groups:
+            decision = self.core.confirm(group, self.store.applied_versions(group.lead_key, group.provider))
+            if decision is None:
+                later.append(group)
+                continue
+            log.warning(
+                "recovered in-flight delivery: %s",
+                "provider already has it" if decision.status == "delivered" else "sending again",
+                extra={"provider": group.provider, "reason": decision.error},
+            )
+            self.apply(group, decision)
+        return later
 
     def tick(self) -> int:
         """Claim and start what is due; returns the number of groups started."""
@@ -466,15 +554,20 @@ class EmbeddedDispatcher:
         stats = self.store.queue_stats()
         metrics.QUEUE_DEPTH.set(stats["depth"])
         metrics.OLDEST_PENDING_AGE.set(stats["oldest_age_seconds"])
+        self.core.alerts.backlog(stats["oldest_age_seconds"])
 
     def run(self) -> None:
         log.info("dispatcher started", extra={"concurrency": self.concurrency})
-        self.recover()
+        unconfirmed = self.recover()
+        last_recover = time.monotonic()
         last_gauges = 0.0
         last_provider_metrics = 0.0
         interval = float(self.settings["provider_metrics_interval_seconds"])
         while not self.stopping.is_set():
             metrics.heartbeat()  # liveness: /healthz on the metrics port fails if this stops
+            if unconfirmed and time.monotonic() - last_recover > CONFIRM_RETRY_SECONDS:
+                unconfirmed = self.recover(unconfirmed)  # rate limited before: ask again
+                last_recover = time.monotonic()
             started = self.tick()
             if time.monotonic() - last_gauges > 5:
                 self.update_gauges()

@@ -260,6 +260,7 @@ class RedisEventStore:
             patch[key] = redact_obj(value) if key == "response" else value
         if replay:
             patch["attempts"] = 0
+            patch["first_attempt_at"] = None  # a fresh retry horizon
         text = self._call(
             lambda: self._patch(
                 keys=[self.event_key(command_id)],

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from service.command import LeadUpdateCommand
+from service.domain.state import ProviderControl
 from service.redact import redact_obj
 
 SCHEMA = """
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     replays INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
     delivered_at REAL,
+    first_attempt_at REAL,
     PRIMARY KEY (command_id, provider)
 );
 CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries (status, seq);
@@ -59,6 +61,16 @@ CREATE TABLE IF NOT EXISTS field_versions (
     field TEXT NOT NULL,
     occurred_at TEXT NOT NULL,
     PRIMARY KEY (lead_key, provider, field)
+);
+CREATE TABLE IF NOT EXISTS provider_controls (
+    provider TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL DEFAULT 0,
+    breaker TEXT NOT NULL DEFAULT 'closed',
+    reason TEXT,
+    opened_at REAL,
+    next_probe_at REAL,
+    probes INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dedup (
     key TEXT PRIMARY KEY,
@@ -80,6 +92,7 @@ class Delivery:
     polls: int = 0  # async status polls since the provider accepted it
     request_id: str | None = None
     received_at: float = 0.0
+    first_attempt_at: float | None = None  # the retry horizon counts from here
 
 
 @dataclass
@@ -111,6 +124,8 @@ class EmbeddedStore:
         columns = {row["name"] for row in db.execute("PRAGMA table_info(deliveries)")}
         if "polls" not in columns:
             db.execute("ALTER TABLE deliveries ADD COLUMN polls INTEGER NOT NULL DEFAULT 0")
+        if "first_attempt_at" not in columns:
+            db.execute("ALTER TABLE deliveries ADD COLUMN first_attempt_at REAL")
 
     def connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -215,7 +230,7 @@ class EmbeddedStore:
         db = self.connection()
         # The scan reads no bodies: a large backlog waiting on backoff stays cheap to skip.
         rows = db.execute(
-            "SELECT command_id, provider, lead_key, seq, status, attempts, next_attempt_at"
+            "SELECT command_id, provider, lead_key, seq, status, attempts, next_attempt_at, first_attempt_at"
             " FROM deliveries WHERE status IN ('pending', 'in_flight', 'polling') ORDER BY seq"
         ).fetchall()
         chosen: dict[tuple[str, str], list[sqlite3.Row]] = {}
@@ -246,6 +261,7 @@ class EmbeddedStore:
                         seq=row["seq"],
                         attempts=row["attempts"],
                         received_at=bodies[row["command_id"]][0],
+                        first_attempt_at=row["first_attempt_at"],
                     )
                     for row in group_rows
                 ],
@@ -279,8 +295,8 @@ class EmbeddedStore:
         """Deliveries left in_flight by a dispatcher that died."""
         db = self.connection()
         rows = db.execute(
-            "SELECT d.command_id, d.provider, d.lead_key, d.seq, d.attempts, c.received_at, c.body"
-            " FROM deliveries d JOIN commands c ON c.command_id = d.command_id"
+            "SELECT d.command_id, d.provider, d.lead_key, d.seq, d.attempts, d.first_attempt_at,"
+            " c.received_at, c.body FROM deliveries d JOIN commands c ON c.command_id = d.command_id"
             " WHERE d.status = 'in_flight' ORDER BY d.seq"
         ).fetchall()
         groups: dict[tuple[str, str], DeliveryGroup] = {}
@@ -295,6 +311,7 @@ class EmbeddedStore:
                     attempts=row["attempts"],
                     status="in_flight",
                     received_at=row["received_at"],
+                    first_attempt_at=row["first_attempt_at"],
                 )
             )
         return list(groups.values())
@@ -338,7 +355,8 @@ class EmbeddedStore:
                     # A new request id (the provider accepted a new call) starts the poll count afresh.
                     " polls = CASE WHEN ? IS NOT NULL THEN 0 ELSE polls END + ?, next_attempt_at = ?, last_error = ?,"
                     " error_stage = ?, response = COALESCE(?, response), request_id = COALESCE(?, request_id),"
-                    " updated_at = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
+                    " updated_at = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END,"
+                    " first_attempt_at = COALESCE(first_attempt_at, ?)"
                     " WHERE command_id = ? AND provider = ?",
                     (
                         status,
@@ -353,6 +371,7 @@ class EmbeddedStore:
                         now,
                         status,
                         now,
+                        now if count_attempt else None,  # an attempt was made: the horizon starts
                         delivery.command.command_id,
                         group.provider,
                     ),
@@ -494,7 +513,8 @@ class EmbeddedStore:
                 wanted = [p for p in routed if provider in (None, p)]
                 self._add_deliveries(db, row["seq"], command, wanted, now)
             sql = (
-                "UPDATE deliveries SET status = 'pending', attempts = 0, polls = 0, next_attempt_at = ?, replays = replays + 1,"
+                "UPDATE deliveries SET status = 'pending', attempts = 0, polls = 0, first_attempt_at = NULL,"
+                " next_attempt_at = ?, replays = replays + 1,"
                 " updated_at = ? WHERE command_id = ? AND status = 'dead_lettered'"
             )
             params: list[Any] = [now, now, command_id]
@@ -509,6 +529,42 @@ class EmbeddedStore:
                     (command_id,),
                 )
             ]
+
+    # ---- provider controls (operator pause, the circuit breaker's shared state) ----------
+
+    def provider_controls(self) -> dict[str, ProviderControl]:
+        rows = self.connection().execute("SELECT * FROM provider_controls").fetchall()
+        return {
+            row["provider"]: ProviderControl(
+                provider=row["provider"],
+                paused=bool(row["paused"]),
+                breaker=row["breaker"],
+                reason=row["reason"],
+                opened_at=row["opened_at"],
+                next_probe_at=row["next_probe_at"],
+                probes=row["probes"],
+                updated_at=row["updated_at"],
+            )
+            for row in rows
+        }
+
+    def put_provider_control(self, control: ProviderControl) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO provider_controls"
+                " (provider, paused, breaker, reason, opened_at, next_probe_at, probes, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    control.provider,
+                    int(control.paused),
+                    control.breaker,
+                    control.reason,
+                    control.opened_at,
+                    control.next_probe_at,
+                    control.probes,
+                    control.updated_at,
+                ),
+            )
 
     def queue_stats(self, now: float | None = None) -> dict[str, float]:
         now = now or time.time()
