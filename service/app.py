@@ -16,6 +16,7 @@ from service.health import health
 from service.logs import configure_logging, request_id_var
 from service.openapi import openapi
 from service.runtime import Runtime, build_runtime
+from service.web.providers import providers_api
 from service.webhooks import error_response, webhooks
 
 log = logging.getLogger("leadrelay.app")
@@ -43,6 +44,7 @@ def create_app(config: Config | None = None, runtime: Runtime | None = None) -> 
     app.register_blueprint(health)
     app.register_blueprint(webhooks)
     app.register_blueprint(admin)
+    app.register_blueprint(providers_api)
     app.register_blueprint(openapi)
 
     @app.before_request
