@@ -212,3 +212,35 @@ def test_one_failing_provider_does_not_delay_another(
     assert took < 3.0  # not held by the other provider's outage (15 s here)
     assert set(current_cities(lsq_sim, healthy_ids).values()) == {"Y"}
     assert events_with(service, "dead_lettered") == []
+
+
+def test_real_time_outage_with_the_default_schedule_and_breaker(
+    make_service: Any, lsq_sim: ServedApp, tmp_path: Path
+) -> None:
+    """No compression: the shipped defaults (1 s backoff, 24 h horizon, 10 calls / 30 s,
+    probes from 5 s); an outage of 8 s for 10 leads, longer than the old attempt budget of
+    the test config (5 attempts from 0.05 s)."""
+    defaults = {"dispatcher": {"max_attempts": 0, "backoff_base_seconds": 1, "max_backoff_seconds": 900}}
+    service = make_service(base_config(tmp_path, lsq_sim.url, **defaults))
+    assert service.config["dispatcher"]["breaker"]["probe_initial_seconds"] == 5.0
+    ids = seed_leads(lsq_sim, 10)
+    outage(lsq_sim)
+    started = time.time()
+    with ThreadedDispatcher(EmbeddedDispatcher(service.config, service.runtime.store, service.core)):
+        newest = send_two_per_lead(service, list(ids))
+        wait_until(
+            lambda: (
+                admin_get(service.url, "/v1/providers").json()["providers"]["leadsquared"]["breaker"]
+                == "open"
+            ),
+            timeout=10,
+        )
+        wait_until(lambda: time.time() - started >= 8, timeout=20)
+        recover(lsq_sim)
+        recovered = time.time()
+        during = [c for c in sim_calls(lsq_sim.url) if c["at"] <= recovered]
+        wait_until(lambda: settled(service), timeout=30)
+    assert events_with(service, "dead_lettered") == []
+    # Before it opened: at most the window's 10 plus what was in flight; then one probe at ~5 s.
+    assert len(during) <= 10 + service.config["dispatcher"]["concurrency"] + 2
+    assert current_cities(lsq_sim, ids) == newest
