@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handlers import build_handlers
-from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpdate, TransientError
+from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpdate
 from service import metrics
 from service.config import Config
 from service.domain.backoff import backoff_seconds
@@ -27,6 +27,7 @@ from service.pipeline.alerts import Alerts
 from service.pipeline.breaker import BreakerSettings
 from service.pipeline.gate import ProviderGate, settings_fingerprint
 from service.pipeline.ratelimit import InProcessRateLimiter
+from service.pipeline.readback import ReadBack, read_back
 from service.pipeline.schedule import give_up_reason, next_retry_at
 from service.store import Delivery, DeliveryGroup, EmbeddedStore
 
@@ -285,52 +286,24 @@ class DeliveryCore:
         provider failing or its breaker open): ask again later, never resend on that."""
         handler = self.handlers.get(group.provider)
         merged = coalesce(group.deliveries, applied)
-        resend = Decision(
-            "pending", error="resent after a crash: the provider cannot confirm", count_attempt=False
-        )
-        if handler is None or not handler.can_confirm or handler.configuration_problem():
-            return resend
-        admission = self.gate.admit(group.provider)
-        if not admission.go:
+        if handler is None:
+            answer = ReadBack.UNKNOWN
+        else:
+            answer = read_back(
+                group.provider, handler, merged.update, self.limiter, self.rate_limit(handler), self.gate
+            )
+        if answer is ReadBack.LATER:
             return None
-        limit = self.rate_limit(handler)
-        if limit and self.limiter.acquire(handler.account, *limit) > 0:
-            if admission.probe:
-                self.gate.release(group.provider)
-            return None
-        found: bool | None = None
-        try:
-            result = handler.prepare(merged.update)  # a look-up, if one is needed, uses this slot
-            if result is None:
-                try:
-                    found = handler.confirm_applied(merged.update)
-                    result = DeliveryResult(Outcome.DELIVERED, reason="read back", status_code=200)
-                except TransientError as exc:
-                    result = exc.result(stage="provider")
-        finally:
-            if limit:
-                self.limiter.settle(handler.account)
-        self.gate.observe(group.provider, result, admission.probe)
-        metrics.PROVIDER_CALLS.labels(
-            provider=group.provider, outcome=f"readback_{result.outcome.value}"
-        ).inc()
-        if result.outcome is Outcome.RATE_LIMITED:
-            if limit:
-                self.limiter.penalise(handler.account, result.retry_after or limit[1], *limit)
-            return None
-        if result.outcome is Outcome.TRANSIENT or (
-            result.outcome is Outcome.DELIVERED and result.reason != "read back"
-        ):
-            return None  # the provider failed, or the look-up was this slot's call: ask again
-        if found:
+        if answer is ReadBack.APPLIED:
             return Decision(
                 "delivered", error="confirmed applied after a crash", field_versions=merged.field_versions
             )
-        if found is False:
-            return Decision(
-                "pending", error="resent after a crash: the provider does not have it", count_attempt=False
-            )
-        return resend
+        why = (
+            "the provider does not have it"
+            if answer is ReadBack.NOT_APPLIED
+            else "the provider cannot confirm"
+        )
+        return Decision("pending", error=f"resent after a crash: {why}", count_attempt=False)
 
     def poll(self, group: DeliveryGroup, now: float | None = None) -> Decision:
         """Ask an async provider how an accepted request ended."""

@@ -112,6 +112,23 @@ SCHEMAS: dict[str, Any] = {
             "replays": {"type": "integer"},
             "updated_at": NULLABLE_STRING,
             "delivered_at": NULLABLE_STRING,
+            "first_attempt_at": NULLABLE_STRING,
+        },
+    },
+    "ProviderState": {
+        "type": "object",
+        "description": "Operator pause and circuit breaker of one provider (docs/outages.md)",
+        "required": ["paused", "breaker"],
+        "properties": {
+            "provider": {"type": "string"},
+            "paused": {"type": "boolean"},
+            "breaker": {"type": "string", "enum": ["closed", "open", "half_open"]},
+            "reason": NULLABLE_STRING,
+            "opened_at": NULLABLE_STRING,
+            "open_seconds": {"type": "number"},
+            "next_probe_at": NULLABLE_STRING,
+            "probes": {"type": "integer"},
+            "updated_at": NULLABLE_STRING,
         },
     },
     "Event": {
@@ -289,6 +306,51 @@ def _admin_paths() -> dict[str, Any]:
                     **ADMIN_ERRORS,
                 },
             }
+        },
+        "/v1/providers": {
+            "get": {
+                "summary": "Every configured provider: paused or not, and its circuit breaker",
+                "operationId": "listProviders",
+                "tags": ["admin"],
+                "security": [{"adminToken": []}],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["providers"],
+                            "properties": {
+                                "providers": {"type": "object", "additionalProperties": _ref("ProviderState")}
+                            },
+                        },
+                        "provider states by name",
+                    ),
+                    "503": _error("the state store cannot answer"),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        **{
+            f"/v1/providers/{{name}}/{action}": {
+                "post": {
+                    "summary": summary,
+                    "operationId": f"{action}Provider",
+                    "tags": ["admin"],
+                    "security": [{"adminToken": []}],
+                    "parameters": [
+                        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": _json(_ref("ProviderState"), "the provider's state now"),
+                        "404": _error("no such provider"),
+                        "503": _error("the state store cannot answer"),
+                        **ADMIN_ERRORS,
+                    },
+                }
+            }
+            for action, summary in (
+                ("pause", "Hold a provider's deliveries (they wait, visibly; nothing is dropped)"),
+                ("resume", "Resume a provider: not paused, circuit closed (also one opened by 401/403)"),
+            )
         },
         "/v1/events/{command_id}/replay": {
             "post": {

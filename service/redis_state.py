@@ -331,6 +331,7 @@ class RedisEventStore:
                     "next_attempt_at": _iso(d["next_attempt_at"])
                     if d.get("next_attempt_at") and d.get("status") in OPEN_STATUSES
                     else None,
+                    "first_attempt_at": _iso(d["first_attempt_at"]) if d.get("first_attempt_at") else None,
                     "last_error": d.get("last_error"),
                     "error_stage": d.get("error_stage"),
                     "response": d.get("response"),

@@ -431,7 +431,7 @@ class EmbeddedStore:
             return None
         deliveries = db.execute(
             "SELECT provider, status, attempts, polls, next_attempt_at, last_error, error_stage, response, request_id,"
-            " replays, updated_at, delivered_at FROM deliveries WHERE command_id = ? ORDER BY provider",
+            " replays, updated_at, delivered_at, first_attempt_at FROM deliveries WHERE command_id = ? ORDER BY provider",
             (command_id,),
         ).fetchall()
         return {
@@ -451,6 +451,7 @@ class EmbeddedStore:
                     "attempts": d["attempts"],
                     "polls": d["polls"],
                     "next_attempt_at": _iso(d["next_attempt_at"]) if d["status"] in OPEN_STATUSES else None,
+                    "first_attempt_at": _iso(d["first_attempt_at"]),
                     "last_error": d["last_error"],
                     "error_stage": d["error_stage"],
                     "response": json.loads(d["response"]) if d["response"] else None,
