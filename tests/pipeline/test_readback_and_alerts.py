@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
+import requests
 from flask import Flask, request
 from standardwebhooks.webhooks import Webhook
 
 from handlers.base import DeliveryResult, Outcome
 from handlers.simulators.common import ServedApp
+from service import metrics
+from service.cli import main as cli_main
 from service.dispatcher import EmbeddedDispatcher
 from service.pipeline.alerts import Alerts
 from service.pipeline.breaker import BreakerSettings
 from service.pipeline.gate import ProviderGate
 from service.redis_state import RedisEventStore
 from tests.pipeline.test_delivery import event_of, fault, seed
-from tests.support import base_config, post_generic, sim_calls, wait_until
+from tests.support import ThreadedDispatcher, base_config, post_generic, sim_calls, wait_until, write_config
 
 ALERT_SECRET = "whsec_" + base64.b64encode(b"alert-signing-secret-0123456789").decode()
 
@@ -114,3 +119,37 @@ def test_alerts_are_signed_slack_compatible_notifications() -> None:
         received[0]["text"].startswith("leadrelay: circuit opened for lsq")
         and received[0]["provider"] == "lsq"
     )
+
+
+def test_cli_admin_readyz_and_metrics_show_and_control_the_breaker(
+    make_service: Any, lsq_sim: ServedApp, tmp_path: Path, capsys: Any
+) -> None:
+    raw = base_config(tmp_path, lsq_sim.url)
+    service = make_service(raw)
+    config_path = str(write_config(tmp_path, raw))
+    cli = ["--config", config_path, "providers"]
+    target = ["--url", service.url]
+
+    assert cli_main([*cli, "pause", "leadsquared", *target]) == 0
+    assert json.loads(capsys.readouterr().out)["paused"] is True
+    assert cli_main([*cli, "status", *target]) == 0
+    assert capsys.readouterr().out.split("\t")[:2] == ["leadsquared", "paused"]
+    ready = requests.get(service.url + "/readyz", timeout=5).json()
+    assert ready["breakers"]["leadsquared"]["paused"] is True and ready["status"] == "ready"
+
+    # The paused provider's delivery waits, visibly, and goes once resumed.
+    with ThreadedDispatcher(EmbeddedDispatcher(service.config, service.runtime.store, service.core)):
+        [lead_id] = seed(lsq_sim, {"EmailAddress": "ann@example.com"})
+        post_generic(service.url, {"lead": {"id": lead_id}, "changes": {"city": "Oslo"}}, "p1")
+        wait_until(
+            lambda: event_of(service, "generic:p1")["deliveries"][0]["error_stage"] == "breaker", timeout=10
+        )
+        assert sim_calls(lsq_sim.url, "Lead.Update") == []
+        assert 'leadrelay_breaker_state{provider="leadsquared"} 3.0' in metrics.render()[0].decode()
+        assert cli_main([*cli, "resume", "leadsquared", *target]) == 0
+        assert json.loads(capsys.readouterr().out)["breaker"] == "closed"
+        wait_until(lambda: event_of(service, "generic:p1")["status"] == "delivered", timeout=20)
+    with pytest.raises(SystemExit) as exited:  # a clear 404 from the API
+        cli_main([*cli, "pause", "nobody", *target])
+    assert exited.value.code == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
