@@ -24,7 +24,6 @@ from standardwebhooks.webhooks import Webhook
 
 from service import metrics
 from service.domain.backoff import backoff_seconds
-from service.redact import redact
 
 log = logging.getLogger("leadrelay.alerts")
 
@@ -138,7 +137,8 @@ class Alerts:
                 if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
                     break
             except requests.RequestException as exc:
-                problem = f"{type(exc).__name__}: {redact(str(exc))}"
+                # Only the kind: the message quotes the URL, and a Slack-style URL is itself a secret.
+                problem = type(exc).__name__
             if attempt < self.attempts:
                 time.sleep(backoff_seconds(attempt, 1.0, 30.0))  # on the alert thread only
         log.warning("alert notification failed", extra={"alert": body.get("kind"), "reason": problem})
