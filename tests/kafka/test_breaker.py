@@ -58,7 +58,8 @@ def test_two_dispatchers_share_the_pause_and_the_breaker(
     wait_until(lambda: provider_state(service)["breaker"] != "closed", timeout=30, what="breaker open")
     opened = time.time()
     wait_until(lambda: time.time() - opened >= 8, timeout=20)
-    after_open = [c for c in sim.calls() if c["at"] > opened + 0.5]  # past the calls in flight at opening
+    # Past the calls in flight at opening and the other dispatcher's next read of the controls (1 s).
+    after_open = [c for c in sim.calls() if c["at"] > opened + 1.5]
     requests.delete(f"{sim.url}/_sim/faults", timeout=5)
     # Probes only: each dispatcher at most one per interval (0.5, 1, 2, 4 s), not every
     # delivery's own backoff (0.05 s to 0.5 s: hundreds of calls in 8 s).
