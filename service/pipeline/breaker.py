@@ -60,6 +60,25 @@ class Admission:
     reason: str | None = None
 
 
+def paused(control: ProviderControl, now: float) -> ProviderControl:
+    """An operator pause: every delivery of the provider waits, visibly; nothing is dropped."""
+    return dataclasses.replace(control, paused=True, updated_at=now)
+
+
+def resumed(control: ProviderControl, now: float) -> ProviderControl:
+    """An operator resume: not paused and the breaker closed (also one opened by 401/403)."""
+    return dataclasses.replace(
+        control,
+        paused=False,
+        breaker="closed",
+        reason=None,
+        opened_at=None,
+        next_probe_at=None,
+        probes=0,
+        updated_at=now,
+    )
+
+
 class CircuitBreaker:
     def __init__(
         self,
@@ -190,12 +209,11 @@ class CircuitBreaker:
         return None
 
     def resume(self) -> ProviderControl:
-        """An operator resumes: not paused, breaker closed, window forgotten."""
-        self.control = dataclasses.replace(self.control, paused=False)
-        return self._close(self.clock())
-
-    def pause(self) -> ProviderControl:
-        return self._transition(paused=True)
+        """An operator resumes (in this process): see `resumed`."""
+        self._calls.clear()
+        self._end_span(self.clock())
+        self.control = resumed(self.control, self.clock())
+        return self.control
 
     def open_seconds_since(self, since: float) -> float:
         """How long the breaker was open after `since` (this process's memory of it): that

@@ -8,6 +8,7 @@ transition is also a metric, a log line and an alert.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -120,15 +121,7 @@ class ProviderGate:
         with self._lock:
             return self.breaker(provider).open_seconds_since(since)
 
-    # ---- operators -------------------------------------------------------------------------
-
-    def pause(self, provider: str) -> ProviderControl:
-        self.refresh(force=True)
-        return self._change(provider, lambda b: b.pause()) or self.breaker(provider).control
-
-    def resume(self, provider: str) -> ProviderControl:
-        self.refresh(force=True)
-        return self._change(provider, lambda b: b.resume()) or self.breaker(provider).control
+    # ---- what every process sees -----------------------------------------------------------
 
     def controls(self) -> dict[str, ProviderControl]:
         self.refresh(force=True)
@@ -169,6 +162,12 @@ class ProviderGate:
         if self.store is None:
             return
         try:
+            # The operator owns `paused` (written by the web process): keep theirs, not our copy.
+            current = self.store.provider_controls().get(control.provider)
+            if current is not None and current.paused != control.paused:
+                control = dataclasses.replace(control, paused=current.paused)
+                with self._lock:
+                    self.breaker(control.provider).control = control
             self.store.put_provider_control(control)
         except StateUnavailable as exc:
             log.warning("breaker transition not shared: %s", exc, extra={"provider": control.provider})

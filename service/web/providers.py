@@ -7,14 +7,15 @@ second (its gate re-reads the controls). A paused provider's deliveries wait, vi
 
 from __future__ import annotations
 
-import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
 from service.admin import require_token
 from service.domain.state import ProviderControl, StateUnavailable
+from service.pipeline.breaker import paused, resumed
 from service.webhooks import error_response
 
 providers_api = Blueprint("providers_api", __name__, url_prefix="/v1")
@@ -49,13 +50,13 @@ def provider_states(runtime: Any) -> dict[str, dict[str, Any]]:
     return states
 
 
-def _set(name: str, **changes: Any) -> Any:
+def _set(name: str, change: Callable[[ProviderControl, float], ProviderControl]) -> Any:
     runtime = current_app.extensions["leadrelay"]
     if name not in runtime.config.providers:
         return error_response(404, "NOT_FOUND", f"no provider {name!r}")
     try:
         current = runtime.store.provider_controls().get(name) or ProviderControl(provider=name)
-        runtime.store.put_provider_control(dataclasses.replace(current, updated_at=time.time(), **changes))
+        runtime.store.put_provider_control(change(current, time.time()))
         state = provider_states(runtime)[name]
     except StateUnavailable as exc:
         return error_response(503, "STATE_UNAVAILABLE", f"provider controls unavailable: {exc}")
@@ -72,12 +73,10 @@ def list_providers() -> Any:
 
 @providers_api.post("/providers/<name>/pause")
 def pause_provider(name: str) -> Any:
-    return _set(name, paused=True)
+    return _set(name, paused)
 
 
 @providers_api.post("/providers/<name>/resume")
 def resume_provider(name: str) -> Any:
     """Not paused and the breaker closed (also one opened by 401/403): deliveries resume in order."""
-    return _set(
-        name, paused=False, breaker="closed", reason=None, opened_at=None, next_probe_at=None, probes=0
-    )
+    return _set(name, resumed)

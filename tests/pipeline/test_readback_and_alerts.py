@@ -20,8 +20,9 @@ from handlers.simulators.common import ServedApp
 from service import metrics
 from service.cli import main as cli_main
 from service.dispatcher import EmbeddedDispatcher
+from service.domain.state import ProviderControl
 from service.pipeline.alerts import Alerts
-from service.pipeline.breaker import BreakerSettings
+from service.pipeline.breaker import BreakerSettings, paused
 from service.pipeline.gate import ProviderGate
 from service.redis_state import RedisEventStore
 from tests.pipeline.test_delivery import event_of, fault, seed
@@ -153,3 +154,17 @@ def test_cli_admin_readyz_and_metrics_show_and_control_the_breaker(
         cli_main([*cli, "pause", "nobody", *target])
     assert exited.value.code == 1
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_a_breaker_transition_never_overwrites_an_operator_pause(redis_url: str, redis_prefix: str) -> None:
+    store = RedisEventStore(redis.Redis.from_url(redis_url), redis_prefix)
+    gate = ProviderGate(BreakerSettings(min_calls=2), {"lsq": "fp"}, refresh_seconds=3600.0)
+    gate.attach(store)
+    assert gate.admit("lsq").go  # read the (empty) controls; the next read is an hour away
+    store.put_provider_control(paused(ProviderControl("lsq"), time.time()))  # the web process
+    failure = DeliveryResult(Outcome.TRANSIENT, reason="HTTP 500", status_code=500)
+    gate.observe("lsq", failure, probe=False)
+    gate.observe("lsq", failure, probe=False)  # opens: written with the operator's pause kept
+    written = store.provider_controls()["lsq"]
+    assert written.breaker == "open" and written.paused is True
+    assert gate.admit("lsq").reason == "paused by an operator"
