@@ -18,7 +18,7 @@ from kafka.errors import KafkaError
 from consumers.batch import Group, Item
 from consumers.outcomes import OutcomePublisher
 from service import metrics
-from service.dispatcher import Decision, DeliveryCore, coalesce
+from service.dispatcher import Decision, DeliveryCore
 from service.logs import command_id_var
 from service.redis_state import RedisEventStore, StateUnavailable
 from service.store import Delivery, DeliveryGroup
@@ -81,28 +81,41 @@ class GroupRunner:
                 status="polling" if group.kind == "poll" else "pending",
                 request_id=item.request_id or previous.get("request_id"),
                 received_at=item.received_at,
+                first_attempt_at=previous.get("first_attempt_at"),
             )
-            if verdict == "orphan" and group.kind == "deliver" and self._confirmed_applied(group, delivery):
-                resolved.append(item)
-                continue
+            if verdict == "orphan" and group.kind == "deliver":
+                applied_already = self._confirmed_applied(group, delivery)
+                if applied_already is None:
+                    # Ask again later; keep order: give back what we took after it.
+                    later = [i.command for i, (v, _) in zip(items[index + 1 :], verdicts[index + 1 :], strict=True)
+                             if v in ("claimed", "orphan") and i.command is not None]  # fmt: skip
+                    for command in later:
+                        self.ledger.record(command.command_id, group.provider, "pending")
+                    return claimed, resolved, True, applied
+                if applied_already:
+                    resolved.append(item)
+                    continue
             claimed.append((item, delivery))
         return claimed, resolved, False, applied
 
-    def _confirmed_applied(self, group: Group, delivery: Delivery) -> bool:
-        """A dead owner left this (command, provider) in flight: did its call land?"""
-        handler = self.core.handlers.get(group.provider)
-        merged = coalesce([delivery], self.ledger.applied_versions(group.lead_key, group.provider))
-        applied = handler.confirm_applied(merged.update) if handler else None
+    def _confirmed_applied(self, group: Group, delivery: Delivery) -> bool | None:
+        """A dead owner left this (command, provider) in flight: did its call land? True: it
+        did (recorded delivered); False: send again; None: the read-back could not run now
+        (rate limited, provider failing): the claim stays ours and is asked again later."""
+        decision = self.core.confirm(
+            DeliveryGroup(group.provider, group.lead_key, [delivery]),
+            self.ledger.applied_versions(group.lead_key, group.provider),
+        )
         command_id = delivery.command.command_id
-        if applied:
+        if decision is None:
+            return None
+        if decision.status == "delivered":
             log.warning(
                 "in-flight delivery of a dead owner: provider already has it",
                 extra={"command_id": command_id},
             )
-            self.ledger.record(
-                command_id, group.provider, "delivered", last_error="confirmed applied after a crash"
-            )
-            self.ledger.record_versions(group.lead_key, group.provider, merged.field_versions)
+            self.ledger.record(command_id, group.provider, "delivered", last_error=decision.error)
+            self.ledger.record_versions(group.lead_key, group.provider, decision.field_versions)
             return True
         # The dead owner's call may have landed: name what may now arrive twice.
         log.warning(
@@ -111,7 +124,7 @@ class GroupRunner:
                 "command_id": command_id,
                 "provider": group.provider,
                 "lead_key": group.lead_key,
-                "confirmable": applied is not None,
+                "reason": decision.error,
             },
         )
         return False
@@ -174,11 +187,12 @@ class GroupRunner:
         if (
             decision.status == "pending"
             and not decision.count_attempt
-            and decision.stage != "config"
+            and decision.stage not in ("config", "breaker")
             and wait < self.max_in_batch_wait
         ):
-            # A rate-limit slot frees soon: hold the group in the batch. A misconfigured
-            # provider goes to the retry topic instead, so it cannot hold the batch forever.
+            # A rate-limit slot frees soon: hold the group in the batch. A misconfigured, paused
+            # or broken (breaker open) provider goes to the retry topic instead, so it cannot
+            # hold the batch, and other providers' records behind it, for long.
             for _, delivery in claimed:
                 self.ledger.record(
                     delivery.command.command_id,
@@ -246,6 +260,7 @@ class GroupRunner:
                 "dead-lettered",
                 extra={"provider": provider, "reason": decision.error, "stage": decision.stage},
             )
+            self.core.alerts.dead_lettered(provider, decision.error)
         else:  # pending (transient, long wait) or polling: durably scheduled on the retry topic
             due_at = decision.next_attempt_at or now
             kind = "poll" if decision.status == "polling" else "deliver"
@@ -260,6 +275,8 @@ class GroupRunner:
                 received_at=delivery.received_at,
                 reason=decision.error,
             )
+            if decision.count_attempt:  # an attempt was made: the retry horizon counts from the first
+                common["first_attempt_at"] = delivery.first_attempt_at or now
             self.ledger.record(
                 command_id,
                 provider,

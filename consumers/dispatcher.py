@@ -53,8 +53,9 @@ from service import metrics
 from service.command import SCHEMA_VERSION, LeadUpdateCommand
 from service.config import Config
 from service.dispatcher import DeliveryCore
-from service.redis_state import RedisEventStore, RedisRateLimiter, StateUnavailable
+from service.redis_state import RedisEventStore, StateUnavailable
 from service.runtime import redis_client
+from service.state.redis_limiter import RedisRateLimiter
 
 log = logging.getLogger("leadrelay.kafka.dispatcher")
 
@@ -72,6 +73,7 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
         ttl = max(int(kafka["event_ttl_seconds"]), int(config["dedup"]["window_seconds"]))
         self.ledger = RedisEventStore(client, prefix, ttl_seconds=ttl)
         self.core = DeliveryCore(config, limiter=RedisRateLimiter(client, prefix))
+        self.core.gate.attach(self.ledger)  # every dispatcher shares one breaker per provider
         self.concurrency = int(config["dispatcher"]["concurrency"])
         self.max_in_batch_wait = float(kafka["max_in_batch_wait_seconds"])
         self.owner_ttl = float(kafka["owner_ttl_seconds"])

@@ -206,6 +206,8 @@ class ProviderHandler:
     default_rate_limit: ClassVar[tuple[int, float] | None] = None
     # Whether deliveries end in ACCEPTED and need `poll`.
     is_async: ClassVar[bool] = False
+    # Whether `confirm_applied` can read an update back (else it answers None without a call).
+    can_confirm: ClassVar[bool] = False
 
     def __init__(
         self, name: str, settings: Mapping[str, Any], session: requests.Session | None = None
@@ -247,7 +249,9 @@ class ProviderHandler:
         return None
 
     def confirm_applied(self, update: ProviderUpdate) -> bool | None:
-        """After a crash mid-call: did the provider already apply `update`? None: cannot tell."""
+        """After a crash mid-call: did the provider already apply `update`? None: cannot tell.
+        One call (the read-back; a look-up it needs is `prepare`'s). Raises `TransientError`
+        when the provider could not answer now (429, 5xx, timeout): ask again later."""
         return None
 
     def map_fields(self, changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -97,6 +97,7 @@ class LeadSquaredHandler(ProviderHandler):
     default_rate_limit: ClassVar[tuple[int, float] | None] = (25, 5.0)
     # Every `Value` of Lead.Update is a string (seed 001).
     default_field_type: ClassVar[FieldType] = STRING
+    can_confirm: ClassVar[bool] = True
     default_field_map: ClassVar[dict[str, str]] = {
         "first_name": "FirstName",
         "last_name": "LastName",
@@ -277,12 +278,17 @@ class LeadSquaredHandler(ProviderHandler):
         return result
 
     def confirm_applied(self, update: ProviderUpdate) -> bool | None:
-        """Read the lead back and compare every attribute we were sending when we crashed."""
+        """Read the lead back (`Leads.GetById`) and compare every attribute we were sending when
+        we crashed. The lead id comes from `prepare`'s look-up (cached) or the command; a 429 or
+        a failure raises `TransientError`: the caller asks again later instead of resending."""
         try:
             lead_id = self.resolve_lead_id(update)
             expected = self.build_body(update)
+        except PermanentError:
+            return None
+        try:
             found = self._get(BY_ID_PATH, {"id": lead_id}, f"{self.name} Leads.GetById")
-        except (PermanentError, TransientError):
+        except PermanentError:
             return None
         if not (isinstance(found, list) and found and isinstance(found[0], dict)):
             return None

@@ -18,6 +18,7 @@ from service.logs import configure_logging, request_id_var
 from service.openapi import openapi
 from service.runtime import Runtime, build_runtime
 from service.web.console import console
+from service.web.providers import providers_api
 from service.web.sources_admin import sources_admin
 from service.webhooks import error_response, webhooks
 
@@ -47,6 +48,7 @@ def create_app(config: Config | None = None, runtime: Runtime | None = None) -> 
     app.register_blueprint(webhooks)
     app.register_blueprint(admin)
     app.register_blueprint(sources_admin)
+    app.register_blueprint(providers_api)
     app.register_blueprint(openapi)
     app.register_blueprint(console)
 

@@ -467,6 +467,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_providers(args: argparse.Namespace) -> int:
+    if args.action in ("status", "pause", "resume"):
+        return _provider_control(args)
+    if not args.name:
+        print("leadrelay: a provider name is needed", file=sys.stderr)
+        return 2
     from handlers import HANDLER_KINDS
     from handlers.base import PermanentError, TransientError
     from service.redact import redact
@@ -493,6 +498,25 @@ def cmd_providers(args: argparse.Namespace) -> int:
         print(f"leadrelay: provider {args.name!r} ({settings['type']}) reports no metrics", file=sys.stderr)
         return 2
     print(json.dumps({"provider": args.name, "type": settings["type"], "metrics": values}, indent=2))
+    return 0
+
+
+def _provider_control(args: argparse.Namespace) -> int:
+    """Breaker state and operator pause through the admin API (what every process sees)."""
+    base, headers = _admin(args)
+    if args.action == "status":
+        body = _call("GET", f"{base}/v1/providers", headers)
+        for name, state in body["providers"].items():
+            if args.name and name != args.name:
+                continue
+            shown = "paused" if state["paused"] else state["breaker"]
+            extra = f"\tnext probe {state['next_probe_at']}" if state["next_probe_at"] else ""
+            print(f"{name}\t{shown}{extra}\t{state['reason'] or ''}")
+        return 0
+    if not args.name:
+        print("leadrelay: a provider name is needed", file=sys.stderr)
+        return 2
+    print(json.dumps(_call("POST", f"{base}/v1/providers/{args.name}/{args.action}", headers), indent=2))
     return 0
 
 
@@ -562,9 +586,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url")
     demo.add_argument("--token")
     demo.set_defaults(func=cmd_demo)
-    providers = sub.add_parser("providers", help="ask a provider about itself")
-    providers.add_argument("action", choices=["metrics"])
-    providers.add_argument("name", help="the provider's name in the config")
+    providers = sub.add_parser("providers", help="breaker state, pause and resume; a provider's own metrics")
+    providers.add_argument("action", choices=["status", "pause", "resume", "metrics"])
+    providers.add_argument("name", nargs="?", help="the provider's name in the config")
+    providers.add_argument("--url", help="leadrelay base URL (default: http://<server.bind>)")
+    providers.add_argument(
+        "--token", help="admin token (default: $LEADRELAY_ADMIN_TOKEN or server.admin_token)"
+    )
     providers.set_defaults(func=cmd_providers)
     sim = sub.add_parser("simulator", help="run a provider simulator")
     sim.add_argument("kind")

@@ -107,13 +107,38 @@ class DispatcherSchema(_Strict):
     poll_interval_seconds = fields.Float(load_default=0.1, validate=validate.Range(min=0.001))
     concurrency = fields.Integer(load_default=8, validate=validate.Range(min=1, max=256))
     batch_size = fields.Integer(load_default=500, validate=validate.Range(min=1))
-    max_attempts = fields.Integer(load_default=8, validate=validate.Range(min=1))
+    # Transient failures are retried until this long after the delivery's first attempt.
+    retry_horizon_seconds = fields.Float(load_default=24 * 3600.0, validate=validate.Range(min=0))
+    # A secondary bound on attempts; 0: none (the horizon alone decides).
+    max_attempts = fields.Integer(load_default=0, validate=validate.Range(min=0))
     backoff_base_seconds = fields.Float(load_default=1.0, validate=validate.Range(min=0))
-    backoff_max_seconds = fields.Float(load_default=300.0, validate=validate.Range(min=0))
+    max_backoff_seconds = fields.Float(load_default=900.0, validate=validate.Range(min=0))
+    breaker = fields.Nested(lambda: BreakerSchema(), load_default=lambda: BreakerSchema().load({}))
     coalesce = fields.Boolean(load_default=True)
     poll_max_attempts = fields.Integer(load_default=20, validate=validate.Range(min=1))
     # How often provider-reported metrics (LeadSquared Async queue) are fetched; 0: never.
     provider_metrics_interval_seconds = fields.Float(load_default=60.0, validate=validate.Range(min=0))
+
+
+class BreakerSchema(_Strict):
+    """The circuit breaker per provider (service/pipeline/breaker.py)."""
+
+    enabled = fields.Boolean(load_default=True)
+    window_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=1))
+    min_calls = fields.Integer(load_default=10, validate=validate.Range(min=1))
+    failure_ratio = fields.Float(load_default=0.5, validate=validate.Range(min=0.01, max=1))
+    probe_initial_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.01))
+    probe_max_seconds = fields.Float(load_default=120.0, validate=validate.Range(min=0.01))
+
+
+class AlertsSchema(_Strict):
+    """Notifications of breaker transitions, first dead letters and an old backlog."""
+
+    webhook_url = fields.String(load_default=None, allow_none=True)
+    signing_secret = fields.String(load_default=None, allow_none=True)
+    timeout_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=60))
+    attempts = fields.Integer(load_default=3, validate=validate.Range(min=1, max=10))
+    backlog_age_seconds = fields.Float(load_default=900.0, validate=validate.Range(min=0))
 
 
 class LoggingSchema(_Strict):
@@ -249,6 +274,7 @@ class ConfigSchema(_Strict):
     dedup = fields.Nested(DedupSchema, load_default=lambda: DedupSchema().load({}))
     dispatcher = fields.Nested(DispatcherSchema, load_default=lambda: DispatcherSchema().load({}))
     logging = fields.Nested(LoggingSchema, load_default=lambda: LoggingSchema().load({}))
+    alerts = fields.Nested(AlertsSchema, load_default=lambda: AlertsSchema().load({}))
     sources = fields.Dict(keys=fields.String(), values=fields.Dict(), load_default=dict)
     providers = fields.Dict(keys=fields.String(), values=fields.Dict(), load_default=dict)
     routes = fields.List(fields.Nested(RouteSchema), load_default=list)

@@ -8,7 +8,6 @@ queue; the Kafka dispatcher consumer drives the same core from the command topic
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Mapping
@@ -22,20 +21,22 @@ from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpda
 from service import metrics
 from service.command import complete_names
 from service.config import Config
+from service.domain.backoff import backoff_seconds
+from service.domain.limits import RateLimiter
 from service.domain.state import Delivery, DeliveryGroup, StateStore, StateUnavailable
 from service.logs import command_id_var
-from service.ratelimit import InProcessRateLimiter, RateLimiter
+from service.pipeline.alerts import Alerts
+from service.pipeline.breaker import BreakerSettings
+from service.pipeline.gate import ProviderGate, settings_fingerprint
+from service.pipeline.ratelimit import InProcessRateLimiter
+from service.pipeline.readback import ReadBack, read_back
+from service.pipeline.schedule import give_up_reason, next_retry_at
 
 log = logging.getLogger("leadrelay.dispatcher")
 
 NOT_CONFIGURED_RECHECK_SECONDS = 30.0
 DATABASE_RETRY_SECONDS = 1.0
-
-
-def backoff_seconds(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with equal jitter: half fixed, half random."""
-    delay = min(cap, base * (2 ** max(0, attempt - 1)))
-    return delay / 2 + random.uniform(0, delay / 2)
+CONFIRM_RETRY_SECONDS = 1.0  # a read-back that could not run (rate limited) is asked again this soon
 
 
 def version_stamp(occurred_at: datetime) -> str:
@@ -116,6 +117,13 @@ class DeliveryCore:
         self.settings = config["dispatcher"]
         self.handlers = handlers if handlers is not None else build_handlers(config.providers)
         self.limiter = limiter or InProcessRateLimiter()
+        self.alerts = Alerts(config["alerts"])
+        # Breakers per provider; the driver attaches the store that shares them (`gate.attach`).
+        self.gate = ProviderGate(
+            BreakerSettings.from_config(self.settings["breaker"]),
+            {name: settings_fingerprint(p) for name, p in config.providers.items()},
+            self.alerts,
+        )
         # Whether the driver stores a poll count apart from attempts (`Delivery.polls`,
         # `Decision.count_poll`; the embedded ledger does). If not, polls count as attempts.
         self.counts_polls = False
@@ -144,39 +152,76 @@ class DeliveryCore:
                 count_attempt=False,
             )
         assert handler is not None
+        admission = self.gate.admit(group.provider)
+        if not admission.go:
+            # Breaker open or paused: wait without spending an attempt (or horizon).
+            return Decision(
+                "pending",
+                error=admission.reason,
+                stage="breaker",
+                next_attempt_at=admission.retry_at,
+                count_attempt=False,
+            )
+        try:
+            decision, result = self._call(group, handler, applied, now)
+        except BaseException:
+            if admission.probe:
+                self.gate.release(group.provider)
+            raise
+        if result is not None:
+            self.gate.observe(group.provider, result, admission.probe)
+        elif admission.probe:
+            self.gate.release(group.provider)  # no call was made: another delivery probes
+        return decision
+
+    def _call(
+        self, group: DeliveryGroup, handler: ProviderHandler, applied: Mapping[str, str], now: float
+    ) -> tuple[Decision, DeliveryResult | None]:
+        """Coalesce, take a rate-limit slot, make the one call. -> (the decision, the call's
+        result; None when no call was made)."""
         if not self.settings["coalesce"] and len(group.deliveries) > 1:
             raise ValueError("coalescing is off: claim and deliver groups of one command")
         # With coalescing off a group is one command: the same path, minus the merging.
         merged = coalesce(group.deliveries, applied)
         if not merged.update.changes and merged.stale_fields:
-            return Decision("delivered", error=f"superseded: {', '.join(merged.stale_fields)} already newer")
+            stale = ", ".join(merged.stale_fields)
+            return Decision("delivered", error=f"superseded: {stale} already newer"), None
         limit = self.rate_limit(handler)
         if limit:
             wait = self.limiter.acquire(handler.account, *limit)
             if wait > 0:
                 metrics.RATE_LIMIT_WAITS.labels(provider=group.provider).inc()
-                return Decision("pending", next_attempt_at=now + wait, count_attempt=False, error=None)
+                return Decision("pending", next_attempt_at=now + wait, count_attempt=False, error=None), None
         started = time.monotonic()
         try:
             step = handler.prepare(merged.update)
             result = handler.deliver(merged.update) if step is None else step
         finally:
-            settle = getattr(self.limiter, "settle", None)
-            if limit and settle:
-                settle(handler.account)  # re-stamp the slot with the call's end (see ratelimit)
+            if limit:
+                self.limiter.settle(handler.account)  # re-stamp the slot with the call's end
         if step is not None:
             # A lookup used this slot. Done: the update goes next, with a slot of its own.
             metrics.PROVIDER_CALLS.labels(
                 provider=group.provider, outcome=f"lookup_{step.outcome.value}"
             ).inc()
+            made_call = step.stage != "mapping"
             if step.outcome is Outcome.DELIVERED:
-                return Decision("pending", next_attempt_at=now, count_attempt=False)
-            return self.decide(group, step, merged.field_versions, handler, limit)
+                return Decision("pending", next_attempt_at=now, count_attempt=False), step
+            return self.decide(
+                group, step, merged.field_versions, handler, limit
+            ), step if made_call else None
         metrics.PROVIDER_CALL_SECONDS.labels(provider=group.provider).observe(time.monotonic() - started)
         metrics.PROVIDER_CALLS.labels(provider=group.provider, outcome=result.outcome.value).inc()
         if len(group.deliveries) > 1 and result.ok:
             metrics.COALESCED.labels(provider=group.provider).inc(len(group.deliveries) - 1)
-        return self.decide(group, result, merged.field_versions, handler, limit)
+        # A result without a status code is either a failed attempt (transient) or no call at all.
+        made_call = result.status_code is not None or result.outcome in (
+            Outcome.TRANSIENT,
+            Outcome.RATE_LIMITED,
+        )
+        return self.decide(
+            group, result, merged.field_versions, handler, limit
+        ), result if made_call else None
 
     def decide(
         self,
@@ -205,9 +250,8 @@ class DeliveryCore:
             )
         if result.outcome is Outcome.RATE_LIMITED:
             wait = result.retry_after if result.retry_after is not None else (limit[1] if limit else 5.0)
-            penalise = getattr(self.limiter, "penalise", None)  # in-process and Redis limiters
-            if limit and penalise is not None:
-                penalise(handler.account, wait, *limit)
+            if limit:
+                self.limiter.penalise(handler.account, wait, *limit)
             metrics.RETRIES.labels(provider=group.provider, reason="rate_limited").inc()
             # A 429 reschedules without using up the retry budget.
             return Decision(
@@ -219,27 +263,52 @@ class DeliveryCore:
                 count_attempt=False,
             )
         if result.outcome is Outcome.TRANSIENT:
-            if attempts >= int(self.settings["max_attempts"]):
+            first = min((d.first_attempt_at or now) for d in group.deliveries)
+            excluded = self.gate.open_seconds_since(group.provider, first)
+            retry_at = next_retry_at(attempts, first, now, self.settings, result.retry_after, excluded)
+            if retry_at is None:
                 return Decision(
                     "dead_lettered",
-                    error=f"gave up after {attempts} attempts: {result.reason}",
+                    error=f"{give_up_reason(attempts, first, now, self.settings)}: {result.reason}",
                     stage=result.stage,
                     response=response,
                 )
-            delay = backoff_seconds(
-                attempts, self.settings["backoff_base_seconds"], self.settings["backoff_max_seconds"]
-            )
-            if result.retry_after is not None:
-                delay = max(delay, result.retry_after)
             metrics.RETRIES.labels(provider=group.provider, reason="transient").inc()
             return Decision(
                 "pending",
                 error=result.reason,
                 stage=result.stage,
                 response=response,
-                next_attempt_at=now + delay,
+                next_attempt_at=retry_at,
             )
         return Decision("dead_lettered", error=result.reason, stage=result.stage, response=response)
+
+    def confirm(self, group: DeliveryGroup, applied: Mapping[str, str]) -> Decision | None:
+        """A dead dispatcher left `group` in flight: did its call land? The read-back (and the
+        lead look-up it needs) takes rate-limit slots and passes the breaker like every call.
+        -> `delivered` (the provider has it), `pending` (it does not, or it cannot tell: send
+        again, at-least-once), or None: the read-back could not run now (no slot, a 429, the
+        provider failing or its breaker open): ask again later, never resend on that."""
+        handler = self.handlers.get(group.provider)
+        merged = coalesce(group.deliveries, applied)
+        if handler is None:
+            answer = ReadBack.UNKNOWN
+        else:
+            answer = read_back(
+                group.provider, handler, merged.update, self.limiter, self.rate_limit(handler), self.gate
+            )
+        if answer is ReadBack.LATER:
+            return None
+        if answer is ReadBack.APPLIED:
+            return Decision(
+                "delivered", error="confirmed applied after a crash", field_versions=merged.field_versions
+            )
+        why = (
+            "the provider does not have it"
+            if answer is ReadBack.NOT_APPLIED
+            else "the provider cannot confirm"
+        )
+        return Decision("pending", error=f"resent after a crash: {why}", count_attempt=False)
 
     def poll(self, group: DeliveryGroup, now: float | None = None) -> Decision:
         """Ask an async provider how an accepted request ended."""
@@ -328,6 +397,7 @@ class EmbeddedDispatcher:
         self.store = store
         self.core = core or DeliveryCore(config)
         self.core.counts_polls = True  # the SQLite ledger keeps `polls`
+        self.core.gate.attach(store)  # breaker transitions and pauses shared with the web process
         self.settings = config["dispatcher"]
         self.concurrency = int(self.settings["concurrency"])
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deliver")
@@ -375,7 +445,8 @@ class EmbeddedDispatcher:
                 "dead-lettered",
                 extra={"provider": provider, "reason": decision.error, "stage": decision.stage},
             )
-        elif decision.error:
+            self.core.alerts.dead_lettered(provider, decision.error)
+        elif decision.error and decision.stage != "breaker":  # a held delivery is not news each time
             log.info(
                 "rescheduled",
                 extra={"provider": provider, "reason": decision.error, "retry_at": decision.next_attempt_at},
@@ -411,40 +482,31 @@ class EmbeddedDispatcher:
             with self._busy_lock:
                 self._busy.discard(key)
 
-    def recover(self) -> None:
-        """Deliveries a dead dispatcher left in flight: confirm with the provider where it
-        can tell us (no second call), else send again (at-least-once, logged)."""
-        for group in self.store.orphaned_in_flight():
-            handler = self.core.handlers.get(group.provider)
-            merged = coalesce(group.deliveries, self.store.applied_versions(group.lead_key, group.provider))
-            applied = handler.confirm_applied(merged.update) if handler else None
-            if applied:
-                log.warning(
-                    "recovered in-flight delivery: provider already has it",
-                    extra={"provider": group.provider},
-                )
-                self.apply(
-                    group,
-                    Decision(
-                        "delivered",
-                        error="confirmed applied after a restart",
-                        field_versions=merged.field_versions,
-                    ),
-                )
-            else:
-                # The dead dispatcher's call may have landed: name what may now arrive twice.
-                log.warning(
-                    "recovered in-flight delivery: sending again (may be delivered twice)",
-                    extra={
-                        "command_ids": group.command_ids,
-                        "provider": group.provider,
-                        "lead_key": group.lead_key,
-                        "confirmable": applied is not None,
-                    },
-                )
-                self.store.record(
-                    group, "pending", now=time.time(), count_attempt=False, error="resent after a restart"
-                )
+    def recover(self, groups: list[DeliveryGroup] | None = None) -> list[DeliveryGroup]:
+        """Deliveries a dead dispatcher left in flight (at start: every `in_flight` row):
+        read back from the provider where it can tell us (no second call), else send again
+        (at-least-once, logged). -> the groups whose read-back must be asked again later."""
+        later: list[DeliveryGroup] = []
+        for group in self.store.orphaned_in_flight() if groups is None else groups:
+            decision = self.core.confirm(group, self.store.applied_versions(group.lead_key, group.provider))
+            if decision is None:
+                later.append(group)
+                continue
+            # When sending again, the dead dispatcher's call may have landed: name what may arrive twice.
+            log.warning(
+                "recovered in-flight delivery: %s",
+                "provider already has it"
+                if decision.status == "delivered"
+                else "sending again (may be delivered twice)",
+                extra={
+                    "command_ids": group.command_ids,
+                    "provider": group.provider,
+                    "lead_key": group.lead_key,
+                    "reason": decision.error,
+                },
+            )
+            self.apply(group, decision)
+        return later
 
     def tick(self) -> int:
         """Claim and start what is due; returns the number of groups started."""
@@ -481,16 +543,21 @@ class EmbeddedDispatcher:
         stats = self.store.queue_stats()
         metrics.QUEUE_DEPTH.set(stats["depth"])
         metrics.OLDEST_PENDING_AGE.set(stats["oldest_age_seconds"])
+        self.core.alerts.backlog(stats["oldest_age_seconds"])
 
     def run(self) -> None:
         log.info("dispatcher started", extra={"concurrency": self.concurrency})
-        self.recover()
+        unconfirmed = self.recover()
+        last_recover = time.monotonic()
         last_gauges = 0.0
         last_provider_metrics = 0.0
         interval = float(self.settings["provider_metrics_interval_seconds"])
         while not self.stopping.is_set():
             metrics.heartbeat()  # liveness: /healthz on the metrics port fails if this stops
             try:
+                if unconfirmed and time.monotonic() - last_recover > CONFIRM_RETRY_SECONDS:
+                    unconfirmed = self.recover(unconfirmed)  # rate limited before: ask again
+                    last_recover = time.monotonic()
                 started = self.tick()
                 if time.monotonic() - last_gauges > 5:
                     self.update_gauges()

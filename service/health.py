@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from handlers import HANDLER_KINDS
 from service import metrics
 from service.runtime import Runtime
+from service.web.providers import provider_states
 
 health = Blueprint("health", __name__)
 
@@ -47,6 +48,11 @@ def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
         if problem:
             problems[name] = problem
     checks["providers"] = {name: problems.get(name, "configured") for name in providers}
+    try:
+        # Reported, not a reason to refuse webhooks: an open breaker's deliveries wait, durably.
+        checks["breakers"] = provider_states(runtime)
+    except Exception as exc:  # the store's own check above already says why
+        checks["breakers"] = f"unavailable: {exc}"
     if problems:
         reasons.extend(problems.values())
     unverified = sorted(name for name, adapter in runtime.adapters.items() if adapter.unverified)

@@ -88,6 +88,27 @@ ASYNC_METRICS = Gauge(
     multiprocess_mode="max",
 )
 
+ALERTS = Counter(
+    "leadrelay_alerts_total",
+    "Alerts raised (breaker_opened, breaker_closed, first_dead_letter, backlog_old)",
+    ["kind"],
+)
+BREAKER_STATE = Gauge(
+    "leadrelay_breaker_state",
+    "Circuit breaker per provider: 0 closed, 1 half-open, 2 open, 3 paused by an operator",
+    ["provider"],
+    multiprocess_mode="max",
+)
+BREAKER_OPEN_SECONDS = Gauge(
+    "leadrelay_breaker_open_seconds",
+    "How long the provider's breaker has been open (0: closed)",
+    ["provider"],
+    multiprocess_mode="max",
+)
+BREAKER_PROBES = Counter(
+    "leadrelay_breaker_probes_total", "Probe calls sent while a breaker was open", ["provider", "outcome"]
+)
+
 
 def render() -> tuple[bytes, str]:
     """The exposition for `/metrics`, aggregated across gunicorn workers when multiprocess."""

@@ -106,6 +106,23 @@ SCHEMAS: dict[str, Any] = {
             "replays": {"type": "integer"},
             "updated_at": NULLABLE_STRING,
             "delivered_at": NULLABLE_STRING,
+            "first_attempt_at": NULLABLE_STRING,
+        },
+    },
+    "ProviderState": {
+        "type": "object",
+        "description": "Operator pause and circuit breaker of one provider (docs/outages.md)",
+        "required": ["paused", "breaker"],
+        "properties": {
+            "provider": {"type": "string"},
+            "paused": {"type": "boolean"},
+            "breaker": {"type": "string", "enum": ["closed", "open", "half_open"]},
+            "reason": NULLABLE_STRING,
+            "opened_at": NULLABLE_STRING,
+            "open_seconds": {"type": "number"},
+            "next_probe_at": NULLABLE_STRING,
+            "probes": {"type": "integer"},
+            "updated_at": NULLABLE_STRING,
         },
     },
     "Event": {

@@ -1,11 +1,9 @@
-"""Shared state for distributed mode, in Redis: rate limiter, delivery ledger, event log.
+"""Shared state for distributed mode, in Redis: delivery ledger, event log, provider controls.
 
 Every replica (web, dispatchers, source consumers) sees the same state. Each operation
 that must not race is one Lua script, so it is atomic on the Redis server:
 
-- `RedisRateLimiter`: a sliding-window log per provider account (a sorted set of call
-  times from the Redis clock), never more than `calls` in any window of
-  `per_seconds + SAFETY_MARGIN_SECONDS`, across every replica.
+(The shared rate limiter is `service/state/redis_limiter.py`.)
 - `RedisEventStore`: one hash per command (`ev:<command id>`) holding the command, its
   metadata and one ledger entry per provider (`d:<provider>`). The ledger is claimed
   (`in_flight`, with the owner's id) before a provider call and marked `delivered` after,
@@ -16,9 +14,8 @@ that must not race is one Lua script, so it is atomic on the Redis server:
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import secrets
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,80 +23,12 @@ from typing import Any
 import redis
 
 from service.command import LeadUpdateCommand
-from service.domain.state import EventFilter, StateUnavailable
-from service.ratelimit import SAFETY_MARGIN_SECONDS
+from service.domain.state import EventFilter, ProviderControl, StateUnavailable
 from service.redact import redact_obj
 from service.state.store import duplicate_note
 from service.store import OPEN_STATUSES, _iso, _overall_status
 
 TERMINAL = ("delivered", "dead_lettered")
-
-
-# KEYS[1] log; ARGV: calls, window_us, member. The Redis clock is the one clock every
-# replica shares, so skew between machines cannot open a window wider than allowed.
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local calls = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < calls then
-  redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. now)
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
-  return 0
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now)
-"""
-
-# After a 429: fill the window so that nothing is sent for `wait_us` (the provider knows best).
-_PENALISE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local calls = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local at = now + tonumber(ARGV[3]) - window
-redis.call('DEL', KEYS[1])
-for i = 1, calls do redis.call('ZADD', KEYS[1], at, ARGV[4] .. ':p' .. i) end
-redis.call('PEXPIRE', KEYS[1], math.ceil((window + tonumber(ARGV[3])) / 1000) + 1000)
-return 0
-"""
-
-
-class RedisRateLimiter:
-    """The `RateLimiter` protocol, shared by every replica through Redis."""
-
-    def __init__(self, client: redis.Redis, prefix: str = "leadrelay:") -> None:
-        self.client = client
-        self.prefix = prefix + "rl:"
-        self._acquire = client.register_script(_ACQUIRE)
-        self._penalise = client.register_script(_PENALISE)
-        self._member = secrets.token_hex(4)
-        self._seq = 0
-        self._lock = threading.Lock()
-
-    def _unique(self) -> str:
-        with self._lock:
-            self._seq += 1
-            return f"{self._member}:{self._seq}"
-
-    def acquire(self, account: str, calls: int, per_seconds: float) -> float:
-        window_us = int((per_seconds + SAFETY_MARGIN_SECONDS) * 1_000_000)
-        try:
-            wait_us = self._acquire(keys=[self.prefix + account], args=[calls, window_us, self._unique()])
-        except redis.RedisError as exc:
-            raise StateUnavailable(f"redis: {exc}") from None
-        return float(wait_us) / 1_000_000 if wait_us else 0.0
-
-    def penalise(self, account: str, seconds: float, calls: int, per_seconds: float) -> None:
-        window_us = int((per_seconds + SAFETY_MARGIN_SECONDS) * 1_000_000)
-        try:
-            self._penalise(
-                keys=[self.prefix + account],
-                args=[calls, window_us, int(seconds * 1_000_000), self._unique()],
-            )
-        except redis.RedisError as exc:
-            raise StateUnavailable(f"redis: {exc}") from None
 
 
 # KEYS[1] event hash; ARGV: field, owner, now, owner key prefix, ttl.
@@ -346,6 +275,7 @@ class RedisEventStore:
             patch[key] = redact_obj(value) if key == "response" else value
         if replay:
             patch["attempts"] = 0
+            patch["first_attempt_at"] = None  # a fresh retry horizon
         text = self._call(
             lambda: self._patch(
                 keys=[self.event_key(command_id)],
@@ -420,6 +350,7 @@ class RedisEventStore:
                     "next_attempt_at": _iso(d["next_attempt_at"])
                     if d.get("next_attempt_at") and d.get("status") in OPEN_STATUSES
                     else None,
+                    "first_attempt_at": _iso(d["first_attempt_at"]) if d.get("first_attempt_at") else None,
                     "last_error": d.get("last_error"),
                     "error_stage": d.get("error_stage"),
                     "response": d.get("response"),
@@ -520,6 +451,16 @@ class RedisEventStore:
             self._call(lambda: self.client.hset(self.event_key(command_id), "command", command.to_json()))
         self.requeue(command)
         return sorted(wanted)
+
+    # ---- provider controls (operator pause, the circuit breaker's shared state) ----------
+
+    def provider_controls(self) -> dict[str, ProviderControl]:
+        raw = self._call(lambda: self.client.hgetall(self.prefix + "controls"))
+        return {k.decode(): ProviderControl(**json.loads(v)) for k, v in raw.items()}
+
+    def put_provider_control(self, control: ProviderControl) -> None:
+        text = json.dumps(dataclasses.asdict(control))
+        self._call(lambda: self.client.hset(self.prefix + "controls", control.provider, text))
 
 
 def _command_matches(wanted: EventFilter, command: dict[str, Any], raw: dict[bytes, bytes]) -> bool:

@@ -71,7 +71,7 @@ def base_config(tmp_path: Path, lsq_url: str = "http://127.0.0.1:9", **overrides
             "concurrency": 8,
             "max_attempts": 5,
             "backoff_base_seconds": 0.05,
-            "backoff_max_seconds": 0.5,
+            "max_backoff_seconds": 0.5,
         },
         "logging": {"level": "INFO", "json": True},
         "sources": {"generic": {"type": "generic", "secrets": [SIGNING_SECRET]}},

@@ -154,6 +154,13 @@ def add_control_routes(
             )
         return jsonify({"ok": True})
 
+    @app.delete("/_sim/faults")
+    def sim_clear_faults() -> Response:
+        """The outage is over: every programmed fault is dropped (the call log is kept)."""
+        with state.lock:
+            state.faults.clear()
+        return jsonify({"ok": True})
+
     if seed_leads:
 
         @app.post("/_sim/leads")

@@ -33,6 +33,7 @@ class Delivery:
     polls: int = 0  # async status polls since the provider accepted it
     request_id: str | None = None
     received_at: float = 0.0
+    first_attempt_at: float | None = None  # the retry horizon counts from here
 
 
 @dataclass
@@ -61,7 +62,8 @@ class EventFilter:
 
 @dataclass
 class ProviderControl:
-    """An operator's pause and the circuit breaker's shared state for one provider."""
+    """Operator pause and the circuit breaker's shared state for one provider; written only on
+    transitions, read by every process (web: `/readyz`, admin API; dispatchers: the gate)."""
 
     provider: str
     paused: bool = False

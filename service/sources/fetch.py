@@ -13,7 +13,6 @@ batch that names one contact many times, or a redelivery, costs one call.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import OrderedDict
@@ -25,6 +24,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from service.domain.backoff import backoff_seconds
 from service.redact import redact
 
 log = logging.getLogger("leadrelay.sources.fetch")
@@ -197,8 +197,7 @@ class FetchClient:
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.policy.backoff_max_seconds)
-        ceiling = min(self.policy.backoff_max_seconds, self.policy.backoff_base_seconds * 2 ** (attempt - 1))
-        return random.uniform(0, ceiling)  # full jitter: retries from many workers spread out
+        return backoff_seconds(attempt, self.policy.backoff_base_seconds, self.policy.backoff_max_seconds)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -105,7 +105,8 @@ class EventLogMixin:
                 return None
             deliveries = db.execute(
                 "SELECT provider, status, attempts, polls, next_attempt_at, last_error, error_stage, response,"
-                " request_id, replays, updated_at, delivered_at FROM deliveries WHERE command_id = ? ORDER BY provider",
+                " request_id, replays, updated_at, delivered_at, first_attempt_at FROM deliveries WHERE command_id = ?"
+                " ORDER BY provider",
                 (command_id,),
             ).fetchall()
             history = db.execute(
@@ -138,6 +139,7 @@ class EventLogMixin:
                     "response": json.loads(d["response"]) if d["response"] else None,
                     "request_id": d["request_id"],
                     "replays": d["replays"],
+                    "first_attempt_at": iso(d["first_attempt_at"]),
                     "updated_at": iso(d["updated_at"]),
                     "delivered_at": iso(d["delivered_at"]) if d["delivered_at"] else None,
                 }
@@ -164,7 +166,7 @@ class EventLogMixin:
                 wanted = [p for p in routed if provider in (None, p)]
                 self._add_deliveries(db, row["seq"], command, wanted, now)  # type: ignore[attr-defined]
             sql = (
-                "UPDATE deliveries SET status = 'pending', attempts = 0, polls = 0, next_attempt_at = ?,"
+                "UPDATE deliveries SET status = 'pending', attempts = 0, polls = 0, first_attempt_at = NULL, next_attempt_at = ?,"
                 " replays = replays + 1, updated_at = ? WHERE command_id = ? AND status = 'dead_lettered'"
             )
             params: list[Any] = [now, now, command_id]

@@ -154,6 +154,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "double submits: the command a duplicate repeats",
         (add_column("commands", "duplicate_of", "TEXT"),),
     ),
+    Migration(
+        4,
+        "retry horizon: when a delivery was first attempted",
+        (add_column("deliveries", "first_attempt_at", "{float}"),),
+    ),
 )
 
 

@@ -206,7 +206,7 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
         with self.read() as db:
             # The scan reads no bodies: a large backlog waiting on backoff stays cheap to skip.
             rows = db.execute(
-                "SELECT command_id, provider, lead_key, seq, status, attempts, next_attempt_at"
+                "SELECT command_id, provider, lead_key, seq, status, attempts, next_attempt_at, first_attempt_at"
                 " FROM deliveries WHERE status IN ('pending', 'in_flight', 'polling') ORDER BY seq"
             ).fetchall()
         chosen: dict[tuple[str, str], list[Any]] = {}
@@ -261,6 +261,7 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
                     seq=row["seq"],
                     attempts=row["attempts"],
                     received_at=bodies[row["command_id"]][0],
+                    first_attempt_at=row["first_attempt_at"],
                 )
                 for row in group_rows
                 if (row["command_id"], row["provider"]) in claimed
@@ -301,6 +302,7 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
                     polls=row["polls"],
                     request_id=row["request_id"],
                     received_at=row["received_at"],
+                    first_attempt_at=row["first_attempt_at"],
                 )
             )
         return list(groups.values())
@@ -313,7 +315,7 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
         only rows of another owner whose heartbeat is older than `dead_before` are."""
         sql = (
             "SELECT d.command_id, d.provider, d.lead_key, d.seq, d.attempts, d.polls, d.request_id,"
-            " c.received_at, c.body FROM deliveries d JOIN commands c ON c.command_id = d.command_id"
+            " d.first_attempt_at, c.received_at, c.body FROM deliveries d JOIN commands c ON c.command_id = d.command_id"
             " WHERE d.status = 'in_flight'"
         )
         params: list[Any] = []
@@ -372,6 +374,7 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
                     status, attempts, request_id, 1 if count_poll else 0,
                     next_attempt_at if next_attempt_at is not None else now,
                     error, stage, response_json, request_id, now, status, now,
+                    now if count_attempt else None,  # an attempt was made: the retry horizon starts
                     delivery.command.command_id, group.provider,
                 )
             )  # fmt: skip
@@ -385,7 +388,7 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
                 " polls = CASE WHEN CAST(? AS TEXT) IS NOT NULL THEN 0 ELSE polls END + ?, next_attempt_at = ?, last_error = ?,"
                 " error_stage = ?, response = COALESCE(?, response), request_id = COALESCE(?, request_id),"
                 " updated_at = ?, delivered_at = CASE WHEN CAST(? AS TEXT) = 'delivered' THEN ? ELSE delivered_at END,"
-                " owner = NULL WHERE command_id = ? AND provider = ?",
+                " first_attempt_at = COALESCE(first_attempt_at, ?), owner = NULL WHERE command_id = ? AND provider = ?",
                 rows,
             )
             db.executemany(
@@ -409,7 +412,7 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
         with self.read() as db:
             rows = db.execute(
                 "SELECT d.command_id, d.provider, d.lead_key, d.seq, d.attempts, d.polls, d.request_id,"
-                " c.received_at, c.body FROM deliveries d JOIN commands c ON c.command_id = d.command_id"
+                " d.first_attempt_at, c.received_at, c.body FROM deliveries d JOIN commands c ON c.command_id = d.command_id"
                 " WHERE d.status = 'polling' AND d.next_attempt_at <= ? ORDER BY d.seq LIMIT ?",
                 (now, limit),
             ).fetchall()

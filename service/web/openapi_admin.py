@@ -181,4 +181,49 @@ def admin_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/providers": {
+            "get": {
+                "summary": "Every configured provider: paused or not, and its circuit breaker",
+                "operationId": "listProviders",
+                "tags": ["admin"],
+                "security": [{"adminToken": []}],
+                "responses": {
+                    "200": json_body(
+                        {
+                            "type": "object",
+                            "required": ["providers"],
+                            "properties": {
+                                "providers": {"type": "object", "additionalProperties": ref("ProviderState")}
+                            },
+                        },
+                        "provider states by name",
+                    ),
+                    "503": error_body("the state store cannot answer"),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        **{
+            f"/v1/providers/{{name}}/{action}": {
+                "post": {
+                    "summary": summary,
+                    "operationId": f"{action}Provider",
+                    "tags": ["admin"],
+                    "security": [{"adminToken": []}],
+                    "parameters": [
+                        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": json_body(ref("ProviderState"), "the provider's state now"),
+                        "404": error_body("no such provider"),
+                        "503": error_body("the state store cannot answer"),
+                        **ADMIN_ERRORS,
+                    },
+                }
+            }
+            for action, summary in (
+                ("pause", "Hold a provider's deliveries (they wait, visibly; nothing is dropped)"),
+                ("resume", "Resume a provider: not paused, circuit closed (also one opened by 401/403)"),
+            )
+        },
     }

@@ -25,7 +25,11 @@ from tests.support import ADMIN_TOKEN, LSQ_ACCESS_KEY, LSQ_SECRET_KEY, SIGNING_S
 
 KUBE_VERSION = kv.latest_version()  # the newest Kubernetes this kubernetes-validate ships
 OLDEST_KUBE_VERSION = "1.27.0"  # Chart.yaml kubeVersion: >=1.27.0-0
-CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
+CRD_KINDS = {
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 WORKLOAD_KINDS = {"Deployment"}
 
 
@@ -110,6 +114,7 @@ def test_production_values_turn_everything_on(chart: helm.Chart, production_valu
         ("ScaledObject", "lr-leadrelay-consumers"),
         ("Ingress", "lr-leadrelay"),
         ("ServiceMonitor", "lr-leadrelay"),
+        ("PrometheusRule", "lr-leadrelay"),
         ("NetworkPolicy", "lr-leadrelay"),
         ("PodDisruptionBudget", "lr-leadrelay-consumers"),
     ]:
@@ -528,3 +533,27 @@ def test_schema_knows_every_config_section_of_the_app(chart: helm.Chart) -> None
 
     allowed = set(chart.schema["properties"]["config"]["propertyNames"]["enum"])
     assert allowed == set(ConfigSchema().fields) - {"sandbox_active"}  # set by `leadrelay serve` only
+
+
+def test_alert_rules_use_metrics_the_app_exports(
+    chart: helm.Chart, production_values: dict[str, Any]
+) -> None:
+    from prometheus_client import REGISTRY
+
+    import service.metrics  # noqa: F401 - registers the app's metrics
+
+    rules = named(objects(chart, production_values), "PrometheusRule", "lr-leadrelay")["spec"]["groups"][0][
+        "rules"
+    ]
+    exported = set(REGISTRY._names_to_collectors)
+    alerts = {rule["alert"]: rule["expr"] for rule in rules}
+    assert set(alerts) == {
+        "LeadrelayCircuitOpen",
+        "LeadrelayDeadLetters",
+        "LeadrelayBacklogOld",
+        "LeadrelayConsumerLag",
+    }
+    for expr in alerts.values():
+        names = set(re.findall(r"leadrelay_[a-z_]+", expr))
+        assert names and names <= exported, (expr, names - exported)
+    assert "leadrelay_breaker_state" in alerts["LeadrelayCircuitOpen"]

@@ -252,12 +252,12 @@ def test_no_log_line_contains_a_configured_secret(run: Stack) -> None:
         assert not leaked, f"secret in logs: {leaked[:2]}"
     # The unreachable provider's reasons (connection errors quote the URL with its query
     # string) made it to the log, redacted rather than dropped.
-    reasons = [
-        json.loads(line).get("reason", "")
-        for line in run.dispatcher.lines()
-        if run.extra["unreachable"] in line
-    ]
+    records = [json.loads(line) for line in run.dispatcher.lines() if run.extra["unreachable"] in line]
+    reasons = [r.get("reason", "") for r in records if "alert" not in r]
     assert len([r for r in reasons if r]) == 5 and any("accessKey=***" in r for r in reasons), reasons
+    # Its first dead letter was also an alert, with the same redacted reason.
+    alerts = [r for r in records if r.get("alert") == "first_dead_letter"]
+    assert len(alerts) == 1 and "accessKey=***" in alerts[0]["reason"], alerts
 
 
 def test_processes_stop_cleanly_on_sigterm(run: Stack, tmp_path: Path) -> None:

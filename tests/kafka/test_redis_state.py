@@ -9,9 +9,10 @@ import time
 import redis
 
 from service.command import LeadIdentity, LeadUpdateCommand, utcnow
+from service.domain.limits import SAFETY_MARGIN_SECONDS
 from service.domain.state import EventFilter
-from service.ratelimit import SAFETY_MARGIN_SECONDS
-from service.redis_state import RedisEventStore, RedisRateLimiter
+from service.redis_state import RedisEventStore
+from service.state.redis_limiter import RedisRateLimiter
 
 
 def most_in_any_window(times: list[float], window: float) -> int:

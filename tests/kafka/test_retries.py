@@ -13,7 +13,7 @@ def test_failing_lead_does_not_stall_its_partition(broker, make_sim, kafka_confi
     sim = make_sim(leads=30)
     # One partition: every lead shares it with the failing one.
     raw = kafka_config(sim.url, kafka={"partitions": 1})
-    raw["dispatcher"].update(max_attempts=3, backoff_base_seconds=0.3, backoff_max_seconds=1.0)
+    raw["dispatcher"].update(max_attempts=3, backoff_base_seconds=0.3, max_backoff_seconds=1.0)
     # The first 2 calls fail transiently (HTTP 502, not a LeadSquared business error).
     sim.fault("Lead.Update", 502, 2, {"error": "bad gateway"})
     spawn(["kafka-dispatch"], raw, "dispatcher")
@@ -33,7 +33,7 @@ def test_failing_lead_does_not_stall_its_partition(broker, make_sim, kafka_confi
 def test_transient_failures_exhaust_into_the_dlq(broker, make_sim, kafka_config, spawn) -> None:
     sim = make_sim(leads=2)
     raw = kafka_config(sim.url)
-    raw["dispatcher"].update(max_attempts=2, backoff_base_seconds=0.2, backoff_max_seconds=0.5)
+    raw["dispatcher"].update(max_attempts=2, backoff_base_seconds=0.2, max_backoff_seconds=0.5)
     sim.fault("Lead.Update", 503, 2)
     spawn(["kafka-dispatch"], raw, "dispatcher")
     produce_commands(broker.bootstrap, "leadrelay.commands", [command(0)])

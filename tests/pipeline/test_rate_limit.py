@@ -9,7 +9,7 @@ import requests
 
 from handlers.simulators.common import ServedApp
 from handlers.simulators.leadsquared import create_leadsquared_simulator
-from service.ratelimit import InProcessRateLimiter
+from service.pipeline.ratelimit import InProcessRateLimiter
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, base_config, post_generic, sim_calls
 
 

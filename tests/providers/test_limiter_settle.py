@@ -3,7 +3,8 @@ window start early (the provider counts a call when it arrives)."""
 
 from __future__ import annotations
 
-from service.ratelimit import SAFETY_MARGIN_SECONDS, InProcessRateLimiter
+from service.domain.limits import SAFETY_MARGIN_SECONDS
+from service.pipeline.ratelimit import InProcessRateLimiter
 
 
 class Clock:

@@ -1,0 +1,110 @@
+"""The shared `RateLimiter` for several replicas: a sliding-window log per account in Redis.
+
+One sorted set of call stamps per provider account (`<prefix>rl:<account>`), stamped with
+the Redis clock (the one clock every replica shares, so skew between machines cannot open
+a window wider than allowed), plus a pause key a 429 sets. Each operation is one Lua
+script, atomic on the server. Contract: `service/domain/limits.py`.
+"""
+
+from __future__ import annotations
+
+import collections
+import secrets
+import threading
+
+import redis
+
+from service.domain.limits import window_seconds
+from service.domain.state import StateUnavailable
+
+# KEYS[1] log, KEYS[2] pause; ARGV: calls, window_us, member -> 0 (slot taken) or µs to wait.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now then return paused - now end
+local calls = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+if used < calls then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+  return 0
+end
+local frees = redis.call('ZRANGE', KEYS[1], used - calls, used - calls, 'WITHSCORES')
+return math.max(1, tonumber(frees[2]) + window - now)
+"""
+
+# KEYS[1] log; ARGV: member. Re-stamp the member with now, if it is still in the window.
+_SETTLE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+return redis.call('ZADD', KEYS[1], 'XX', 'CH', now, ARGV[1])
+"""
+
+# KEYS[2] pause; ARGV: pause_us. The pause only ever grows; the log is left alone.
+_PENALISE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local untill = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if untill > current then
+  redis.call('SET', KEYS[1], untill, 'PX', math.ceil(tonumber(ARGV[1]) / 1000) + 1000)
+end
+return 0
+"""
+
+
+class RedisRateLimiter:
+    """Every replica shares one log per account; `settle` re-stamps this process's own slots."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "leadrelay:") -> None:
+        self.client = client
+        self.prefix = prefix + "rl:"
+        self._acquire = client.register_script(_ACQUIRE)
+        self._settle = client.register_script(_SETTLE)
+        self._penalise = client.register_script(_PENALISE)
+        self._token = secrets.token_hex(4)
+        self._seq = 0
+        # Per account: the members of slots this process took whose calls have not ended.
+        self._in_flight: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)
+        self._lock = threading.Lock()
+
+    def _unique(self) -> str:
+        with self._lock:
+            self._seq += 1
+            return f"{self._token}:{self._seq}"
+
+    def acquire(self, account: str, calls: int, per_seconds: float) -> float:
+        window_us = int(window_seconds(per_seconds) * 1_000_000)
+        member = self._unique()
+        try:
+            wait_us = self._acquire(
+                keys=[self.prefix + account, self.prefix + "pause:" + account],
+                args=[calls, window_us, member],
+            )
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"redis: {exc}") from None
+        if wait_us:
+            return float(wait_us) / 1_000_000
+        with self._lock:
+            self._in_flight[account].append(member)
+        return 0.0
+
+    def settle(self, account: str) -> None:
+        with self._lock:
+            in_flight = self._in_flight[account]
+            if not in_flight:
+                return
+            member = in_flight.popleft()
+        try:
+            self._settle(keys=[self.prefix + account], args=[member])
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"redis: {exc}") from None
+
+    def penalise(self, account: str, seconds: float, calls: int, per_seconds: float) -> None:
+        try:
+            self._penalise(keys=[self.prefix + "pause:" + account], args=[int(seconds * 1_000_000)])
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"redis: {exc}") from None
