@@ -26,8 +26,10 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check service consumers handlers tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Ingest ratios (wrk when installed: `apt-get install wrk`) and end-to-end latency, both modes.
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
