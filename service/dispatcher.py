@@ -22,12 +22,15 @@ from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpda
 from service import metrics
 from service.config import Config
 from service.logs import command_id_var
+from service.pipeline.wakeup import Waiter, wakeup_address
 from service.ratelimit import InProcessRateLimiter, RateLimiter
 from service.store import Delivery, DeliveryGroup, EmbeddedStore
 
 log = logging.getLogger("leadrelay.dispatcher")
 
 NOT_CONFIGURED_RECHECK_SECONDS = 30.0
+# After a tick that started nothing, a wake-up waits this many times that tick's duration.
+WAKE_REST_FACTOR = 3.0
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
@@ -327,6 +330,8 @@ class EmbeddedDispatcher:
         self._busy: set[tuple[str, str]] = set()
         self._busy_lock = threading.Lock()
         self._futures: set[Future[None]] = set()
+        # Woken by the web workers after each enqueue, and by a delivery finishing (a free slot).
+        self.waiter = Waiter(wakeup_address(store.path))
 
     # ---- outcome recording ----------------------------------------------------------
 
@@ -402,6 +407,7 @@ class EmbeddedDispatcher:
             command_id_var.reset(token)
             with self._busy_lock:
                 self._busy.discard(key)
+            self.waiter.wake()
 
     def recover(self) -> None:
         """Deliveries a dead dispatcher left in flight: confirm with the provider where it
@@ -469,14 +475,25 @@ class EmbeddedDispatcher:
         metrics.OLDEST_PENDING_AGE.set(stats["oldest_age_seconds"])
 
     def run(self) -> None:
-        log.info("dispatcher started", extra={"concurrency": self.concurrency})
+        with self.waiter:
+            self._loop()
+        self.shutdown()
+
+    def _loop(self) -> None:
+        log.info(
+            "dispatcher started",
+            extra={"concurrency": self.concurrency, "woken_on_enqueue": self.waiter.listening},
+        )
         self.recover()
         last_gauges = 0.0
         last_provider_metrics = 0.0
         interval = float(self.settings["provider_metrics_interval_seconds"])
+        poll_interval = float(self.settings["poll_interval_seconds"])
         while not self.stopping.is_set():
             metrics.heartbeat()  # liveness: /healthz on the metrics port fails if this stops
+            tick_started = time.monotonic()
             started = self.tick()
+            tick_ended = time.monotonic()
             if time.monotonic() - last_gauges > 5:
                 self.update_gauges()
                 last_gauges = time.monotonic()
@@ -484,12 +501,18 @@ class EmbeddedDispatcher:
                 # In the pool: a slow provider must not hold up the dispatch loop.
                 self.pool.submit(self.core.refresh_provider_metrics)
                 last_provider_metrics = time.monotonic()
-            if not started:
-                self.stopping.wait(float(self.settings["poll_interval_seconds"]))
-        self.shutdown()
+            if not started and self.waiter.wait(poll_interval):
+                # Woken by new work after a tick that found nothing to start. A tick scans every
+                # open delivery, so under a backlog that cannot start (a disabled provider, a
+                # rate limit) waking on every enqueue would spend a core on scans: rest for a few
+                # times the last tick's cost first (milliseconds at light load).
+                rest = WAKE_REST_FACTOR * (tick_ended - tick_started) - (time.monotonic() - tick_ended)
+                if rest > 0:
+                    self.stopping.wait(min(rest, poll_interval))
 
     def stop(self) -> None:
         self.stopping.set()
+        self.waiter.wake()
 
     def shutdown(self) -> None:
         """Let in-flight calls finish and record their outcome, then stop."""

@@ -7,6 +7,7 @@ Shared by the webhook routes and the Kafka source consumers. A command is answer
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -38,10 +39,18 @@ class IngestResult:
 
 
 class Ingestor:
-    def __init__(self, config: Config, dedup: DedupStore, queue: CommandQueue) -> None:
+    def __init__(
+        self,
+        config: Config,
+        dedup: DedupStore,
+        queue: CommandQueue,
+        on_enqueued: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.dedup = dedup
         self.queue = queue
+        # Called once a command is durably queued (the embedded dispatcher's wake-up).
+        self.on_enqueued = on_enqueued
         self.window = int(config["dedup"]["window_seconds"])
         self.fingerprint_window = int(config["dedup"]["fingerprint_window_seconds"])
         self.pending = int(config["dedup"]["pending_seconds"])
@@ -56,7 +65,10 @@ class Ingestor:
 
     def accept(self, command: LeadUpdateCommand) -> IngestResult:
         with self.unit_of_work():
-            return self._accept(command)
+            result = self._accept(command)
+        if self.on_enqueued is not None and result.status == "accepted":
+            self.on_enqueued()  # after the commit: the dispatcher must find the row
+        return result
 
     def _accept(self, command: LeadUpdateCommand) -> IngestResult:
         command = command.with_providers(self.config.route(command.source, command.event_type))

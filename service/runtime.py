@@ -15,6 +15,7 @@ import redis
 from service.config import Config
 from service.dedup import DedupStore, RedisDedupStore, SQLiteDedupStore
 from service.ingest import CommandQueue, Ingestor
+from service.pipeline.wakeup import Notifier, wakeup_address
 from service.redis_state import RedisEventStore
 from service.sources import SOURCE_KINDS
 from service.sources.base import SourceAdapter
@@ -87,11 +88,12 @@ def build_runtime(config: Config) -> Runtime:
     else:
         dedup = SQLiteDedupStore(store)
     queue: CommandQueue = store
+    wakeup = Notifier(wakeup_address(store.path))
     return Runtime(
         config=config,
         store=store,
         dedup=dedup,
         queue=queue,
-        ingestor=Ingestor(config, dedup, queue),
+        ingestor=Ingestor(config, dedup, queue, on_enqueued=wakeup.notify),
         adapters=build_adapters(config),
     )
