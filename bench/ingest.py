@@ -75,6 +75,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--max-rate", type=int, default=15000, help="requests prepared per second of run")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout of leadrelay: also measure its serve, same run, same client",
+    )
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the simulator's request lines
     tmp = Path(tempfile.mkdtemp(prefix="leadrelay-bench-ingest-"))
@@ -93,20 +98,23 @@ def main() -> None:
         finally:
             bare.stop()
 
-        for name, enabled in (("ingest", False), ("delivering", True)):
-            workdir = tmp / name
+        trees = [("", ROOT)] + ([("before ", args.before.resolve())] if args.before else [])
+        plan = [(f"{prefix}{kind}", enabled, tree) for kind, enabled in (("ingest", False), ("delivering", True))
+                for prefix, tree in trees]  # fmt: skip
+        for name, enabled, tree in plan:
+            workdir = tmp / name.replace(" ", "-")
             workdir.mkdir()
             config = serve_config(
                 workdir, sim.url, args.workers, args.threads, providers={"leadsquared": {"enabled": enabled}}
             )
-            serve = start_serve(config, bind_of(config), workdir / "serve.log")
+            serve = start_serve(config, bind_of(config), workdir / "serve.log", tree)
             calls_before = update_calls(sim_app)
             try:
-                runs[name] = measure(serve, args, name)
+                runs[name] = measure(serve, args, name.replace(" ", "-"))
                 delivered = update_calls(sim_app) - calls_before
             finally:
                 serve.stop()
-            queued = queued_commands(workdir / "leadrelay.db", name)
+            queued = queued_commands(workdir / "leadrelay.db", name.replace(" ", "-"))
             notes[name] = f"{queued} queued durably" + (
                 f", {delivered} provider calls during the run" if enabled else ""
             )
@@ -114,19 +122,23 @@ def main() -> None:
         sim.stop()
 
     bare_rps = runs["bare"].rps
-    print(f"ratio ingest-only / bare Flask: {runs['ingest'].rps / bare_rps:.2f}x")
-    print(f"ratio ingest while delivering / bare Flask: {runs['delivering'].rps / bare_rps:.2f}x")
+    for prefix, _ in trees:
+        print(f"ratio {prefix}ingest-only / bare Flask: {runs[prefix + 'ingest'].rps / bare_rps:.2f}x")
+        print(
+            f"ratio {prefix}ingest while delivering / bare Flask: {runs[prefix + 'delivering'].rps / bare_rps:.2f}x"
+        )
     print(f"bare-Flask ceiling reached with this client: {bare_rps:.0f} requests/s")
     print(
         f"client: {runs['bare'].client}; gunicorn {args.workers} workers x {args.threads} threads; "
         f"{os.cpu_count()} CPUs; {args.duration:g} s measured per server after {args.warmup:g} s warm-up"
     )
-    print(f"{'':34}{'2xx/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'non-2xx':>9}{'errors':>8}")
+    print(f"{'':44}{'2xx/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'non-2xx':>9}{'errors':>8}")
     labels = {"bare": "(a) bare Flask 202", "ingest": "(b) leadrelay serve, ingest only",
               "delivering": "(c) leadrelay serve + delivering"}  # fmt: skip
     for name, result in runs.items():
+        label = labels[name.removeprefix("before ")] + (" [before]" if name.startswith("before ") else "")
         print(
-            f"{labels[name]:34}{result.rps:>8.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}{result.max_ms:>9.1f}"
+            f"{label:44}{result.rps:>8.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}{result.max_ms:>9.1f}"
             f"{result.non_2xx:>9}{result.socket_errors:>8}  {notes.get(name, '')}"
             + ("  (ran out of prepared requests: raise --max-rate)" if result.exhausted else "")
         )

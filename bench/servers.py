@@ -37,11 +37,13 @@ def create_app():
 class Server:
     """A server as a child process in its own session; its output kept in a file."""
 
-    def __init__(self, command: list[str], env: dict[str, str], log: Path, url: str) -> None:
+    def __init__(
+        self, command: list[str], env: dict[str, str], log: Path, url: str, cwd: Path = ROOT
+    ) -> None:
         self.url = url
         self.log = log
         self.proc = subprocess.Popen(
-            command, env=env, cwd=str(ROOT), stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            command, env=env, cwd=str(cwd), stdout=log.open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
         wait_http_ok(f"{url}/healthz")
@@ -81,9 +83,11 @@ def serve_config(workdir: Path, provider_url: str, workers: int, threads: int, *
     return path
 
 
-def start_serve(config_path: Path, bind: str, log: Path) -> Server:
+def start_serve(config_path: Path, bind: str, log: Path, tree: Path = ROOT) -> Server:
+    """`leadrelay serve` from the source tree `tree` (another checkout: a before/after run)."""
     command = [sys.executable, "-m", "service.cli", "--config", str(config_path), "serve"]
-    return Server(command, dict(os.environ), log, f"http://{bind}")
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return Server(command, env, log, f"http://{bind}", cwd=tree)
 
 
 def bind_of(config_path: Path) -> str:
