@@ -30,7 +30,7 @@ log = logging.getLogger("leadrelay.dispatcher")
 
 NOT_CONFIGURED_RECHECK_SECONDS = 30.0
 # After a tick that started nothing, a wake-up waits this many times that tick's duration.
-WAKE_REST_FACTOR = 3.0
+WAKE_REST_FACTOR = 10.0
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:

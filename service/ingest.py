@@ -64,13 +64,30 @@ class Ingestor:
         return nullcontext()
 
     def accept(self, command: LeadUpdateCommand) -> IngestResult:
+        # Only the dedup and queue writes run inside the unit of work: with the embedded store
+        # it holds the database's write lock, which every web thread and worker takes in turn.
+        command = self._routed(command)
+        keys = [(f"cmd:{command.command_id}", self.window)]
+        if self.fingerprint_window:
+            keys.append((f"fp:{command.fingerprint()}", self.fingerprint_window))
         with self.unit_of_work():
-            result = self._accept(command)
-        if self.on_enqueued is not None and result.status == "accepted":
-            self.on_enqueued()  # after the commit: the dispatcher must find the row
+            result = self._accept(command, keys)
+        if result.status == "accepted":
+            metrics.COMMANDS_QUEUED.labels(source=command.source).inc()
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "command queued",
+                    extra={
+                        "command_id": command.command_id,
+                        "lead_key": command.lead_key,
+                        "providers": list(command.providers),
+                    },
+                )
+            if self.on_enqueued is not None:
+                self.on_enqueued()  # after the commit: the dispatcher must find the row
         return result
 
-    def _accept(self, command: LeadUpdateCommand) -> IngestResult:
+    def _routed(self, command: LeadUpdateCommand) -> LeadUpdateCommand:
         command = command.with_providers(self.config.route(command.source, command.event_type))
         if not command.providers:
             log.warning(
@@ -81,10 +98,10 @@ class Ingestor:
                     "event_type": command.event_type,
                 },
             )
+        return command
+
+    def _accept(self, command: LeadUpdateCommand, keys: list[tuple[str, int]]) -> IngestResult:
         claimed: list[tuple[str, int]] = []
-        keys = [(f"cmd:{command.command_id}", self.window)]
-        if self.fingerprint_window:
-            keys.append((f"fp:{command.fingerprint()}", self.fingerprint_window))
         try:
             for key, window in keys:
                 claim = self.dedup.claim(key, self.pending)
@@ -109,13 +126,4 @@ class Ingestor:
             raise
         for key, window in claimed:
             self.dedup.confirm(key, window)
-        metrics.COMMANDS_QUEUED.labels(source=command.source).inc()
-        log.info(
-            "command queued",
-            extra={
-                "command_id": command.command_id,
-                "lead_key": command.lead_key,
-                "providers": list(command.providers),
-            },
-        )
         return IngestResult(command.command_id, "accepted", command.providers)
