@@ -102,11 +102,18 @@ def measure(server: Server, sim: Any, args: argparse.Namespace, tag: str, first_
     }
 
 
-def run_embedded(workdir: Path, sim: ServedApp, sim_app: Any, args: argparse.Namespace) -> dict[str, Any]:
+def run_embedded(
+    workdir: Path,
+    sim: ServedApp,
+    sim_app: Any,
+    args: argparse.Namespace,
+    tree: Path = ROOT,
+    first_lead: int = 0,
+) -> dict[str, Any]:
     config = serve_config(workdir, sim.url, 2, 4, providers={"leadsquared": {"rate_limit": LSQ_LIMIT}})
-    serve = start_serve(config, bind_of(config), workdir / "serve.log")
+    serve = start_serve(config, bind_of(config), workdir / "serve.log", tree)
     try:
-        return measure(serve, sim_app, args, "embedded", 0)
+        return measure(serve, sim_app, args, workdir.name, first_lead)
     finally:
         serve.stop()
 
@@ -148,6 +155,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=("embedded", "distributed", "both"), default="both")
     parser.add_argument("--rate", type=float, default=3.0, help="events per second")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of sending per mode")
+    parser.add_argument(
+        "--before", type=Path, help="another checkout of leadrelay: also measure its embedded mode"
+    )
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="leadrelay-bench-latency-"))
@@ -155,6 +165,7 @@ def main() -> None:
     sim = ServedApp(sim_app).start()
     leads = [{"ProspectID": f"lead-{n}"} for n in range(1000)]
     leads += [{"ProspectID": f"lead-{n}"} for n in range(100_000, 101_000)]
+    leads += [{"ProspectID": f"lead-{n}"} for n in range(200_000, 201_000)]
     requests.post(f"{sim.url}/_sim/leads", json=leads, timeout=30).raise_for_status()
     modes = ("embedded", "distributed") if args.mode == "both" else (args.mode,)
     results: dict[str, dict[str, Any]] = {}
@@ -164,6 +175,12 @@ def main() -> None:
             workdir.mkdir()
             runner = run_embedded if mode == "embedded" else run_distributed
             results[mode] = runner(workdir, sim, sim_app, args)
+        if args.before:
+            workdir = tmp / "embedded-before"
+            workdir.mkdir()
+            results["embedded [before]"] = run_embedded(
+                workdir, sim, sim_app, args, args.before.resolve(), 200_000
+            )
     finally:
         sim.stop()
     for mode, result in results.items():

@@ -504,8 +504,8 @@ class EmbeddedDispatcher:
             if not started and self.waiter.wait(poll_interval):
                 # Woken by new work after a tick that found nothing to start. A tick scans every
                 # open delivery, so under a backlog that cannot start (a disabled provider, a
-                # rate limit) waking on every enqueue would spend a core on scans: rest for a few
-                # times the last tick's cost first (milliseconds at light load).
+                # rate limit) waking on every enqueue would spend a core on scans: rest ten times
+                # the last tick's cost first (at most a poll interval; ~nothing at light load).
                 rest = WAKE_REST_FACTOR * (tick_ended - tick_started) - (time.monotonic() - tick_ended)
                 if rest > 0:
                     self.stopping.wait(min(rest, poll_interval))
