@@ -31,6 +31,8 @@ log = logging.getLogger("leadrelay.dispatcher")
 NOT_CONFIGURED_RECHECK_SECONDS = 30.0
 # After a tick that started nothing, a wake-up waits this many times that tick's duration.
 WAKE_REST_FACTOR = 10.0
+# Ticks caused by wake-ups are at least this far apart (at most 40 passes a second under load).
+WAKE_MIN_GAP_SECONDS = 0.025
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
@@ -489,6 +491,7 @@ class EmbeddedDispatcher:
         last_provider_metrics = 0.0
         interval = float(self.settings["provider_metrics_interval_seconds"])
         poll_interval = float(self.settings["poll_interval_seconds"])
+        woken_tick_at = 0.0
         while not self.stopping.is_set():
             metrics.heartbeat()  # liveness: /healthz on the metrics port fails if this stops
             tick_started = time.monotonic()
@@ -502,13 +505,20 @@ class EmbeddedDispatcher:
                 self.pool.submit(self.core.refresh_provider_metrics)
                 last_provider_metrics = time.monotonic()
             if not started and self.waiter.wait(poll_interval):
-                # Woken by new work after a tick that found nothing to start. A tick scans every
-                # open delivery, so under a backlog that cannot start (a disabled provider, a
-                # rate limit) waking on every enqueue would spend a core on scans: rest ten times
-                # the last tick's cost first (at most a poll interval; ~nothing at light load).
-                rest = WAKE_REST_FACTOR * (tick_ended - tick_started) - (time.monotonic() - tick_ended)
+                # Woken by new work after a tick that found nothing to start. Each tick scans
+                # every open delivery and each group it starts costs two commits, even one that
+                # only meets a full rate limit; under load, waking on every enqueue would spend
+                # the CPU and the write lock on that. So wake-up ticks are 25 ms apart at least,
+                # and rest ten times the last tick's cost (a large backlog makes ticks slow).
+                # At light load neither delays anything.
+                now = time.monotonic()
+                rest = max(
+                    WAKE_REST_FACTOR * (tick_ended - tick_started) - (now - tick_ended),
+                    woken_tick_at + WAKE_MIN_GAP_SECONDS - now,
+                )
                 if rest > 0:
                     self.stopping.wait(min(rest, poll_interval))
+                woken_tick_at = time.monotonic()
 
     def stop(self) -> None:
         self.stopping.set()
