@@ -38,8 +38,10 @@ test: $(VENV)/.installed-test browser
 	$(BIN)/ruff check service consumers handlers tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Ingest ratios (wrk when installed: `apt-get install wrk`) and end-to-end latency, both modes.
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/latency.py
 
 # PNGs of every console page for docs/console.md (a demo dataset, the LeadSquared simulator).
 screenshots: $(VENV)/.installed-test browser

@@ -1,188 +1,166 @@
-"""Ingest benchmark: signed webhooks against `leadrelay serve` over loopback.
+"""Ingest benchmark: how many signed webhooks per second `leadrelay serve` accepts durably,
+as a ratio of what a bare Flask endpoint answers under the same gunicorn settings.
 
-Baseline, measured in the same run with the same client and the same gunicorn settings:
-a bare Flask endpoint that only answers 202. Prints accepted requests/s and p50/p99
-latency for both, and the ratios.
+    .venv/bin/python bench/ingest.py [--duration 8] [--connections 8]
 
-    .venv/bin/python bench/ingest.py [--requests 3000] [--clients 8]
+Load: wrk (8 connections) replaying pre-signed, unique generic events (see bench/loadgen.py;
+without wrk, one Python process per connection). Three servers, one after the other, on
+127.0.0.1, each warmed up then measured for `--duration` seconds:
+
+  (a) bare Flask: a handler that only answers 202 (2 workers x 4 threads, gunicorn_conf.py);
+  (b) `leadrelay serve`, ingest only: the provider disabled, so the dispatcher delivers
+      nothing (deliveries wait, as they do for a disabled provider);
+  (c) `leadrelay serve` with the dispatcher delivering to the LeadSquared simulator while the
+      load runs: within LeadSquared's documented 25 calls per 5 s (the simulator enforces it),
+      or with `--provider-limit none` as fast as the simulator answers; on two cores that
+      delivery work takes CPU from ingest, so read (c) with the provider calls it made.
+
+Prints the ratio lines first, then each run's figures and the bare-Flask ceiling this
+client reached (the client was not the limit if (b) and (c) stay well below it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import os
-import signal
-import statistics
-import subprocess
+import sqlite3
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
+from typing import Any
 
 import requests
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import logging  # noqa: E402
-
+from bench.loadgen import LoadResult, run_load, signed_event_requests  # noqa: E402
+from bench.servers import Server, bind_of, serve_config, start_bare_flask, start_serve  # noqa: E402
 from handlers.simulators.common import ServedApp  # noqa: E402
 from handlers.simulators.leadsquared import create_leadsquared_simulator  # noqa: E402
-from tests.support import base_config, free_port, signed_headers, wait_http_ok  # noqa: E402
+from tests.support import SIGNING_SECRET  # noqa: E402
 
-BARE_APP = """
-from flask import Flask, jsonify
-
-def create_app():
-    app = Flask("bare")
-
-    @app.post("/webhooks/generic")
-    def accept():
-        return jsonify({"status": "accepted"}), 202
-
-    @app.get("/healthz")
-    def healthz():
-        return jsonify({"status": "ok"})
-
-    return app
-"""
+LEADS = 500
 
 
-def prepare(n: int) -> list[tuple[bytes, dict[str, str]]]:
-    prepared = []
-    for i in range(n):
-        event = {"lead": {"email": f"lead{i % 500}@example.com"}, "changes": {"city": f"City {i}"}}
-        body = json.dumps(event).encode()
-        prepared.append((body, signed_headers(body, f"bench-{i}")))
-    return prepared
-
-
-def load(url: str, prepared: list[tuple[bytes, dict[str, str]]], clients: int) -> dict[str, float]:
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    lock = threading.Lock()
-    chunks = [prepared[i::clients] for i in range(clients)]
-
-    def worker(chunk: list[tuple[bytes, dict[str, str]]]) -> None:
-        session = requests.Session()
-        mine: list[float] = []
-        codes: dict[int, int] = {}
-        for body, headers in chunk:
-            started = time.perf_counter()
-            response = session.post(url, data=body, headers=headers, timeout=30)
-            mine.append(time.perf_counter() - started)
-            codes[response.status_code] = codes.get(response.status_code, 0) + 1
-        with lock:
-            latencies.extend(mine)
-            for code, count in codes.items():
-                statuses[code] = statuses.get(code, 0) + count
-
-    threads = [threading.Thread(target=worker, args=(chunk,)) for chunk in chunks]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "requests": len(latencies),
-        "accepted": statuses.get(202, 0),
-        "rps": statuses.get(202, 0) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "statuses": statuses,
-    }
-
-
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        cmd, env=env, cwd=str(ROOT), stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+def measure(server: Server, args: argparse.Namespace, tag: str) -> LoadResult:
+    host = server.url.removeprefix("http://")
+    warmup = signed_event_requests(
+        host, int(args.warmup * args.max_rate), f"warm-{tag}", SIGNING_SECRET, LEADS
     )
+    run_load(server.url, warmup, args.connections, args.warmup)
+    prepared = signed_event_requests(host, int(args.duration * args.max_rate), tag, SIGNING_SECRET, LEADS)
+    return run_load(server.url, prepared, args.connections, args.duration)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+def queued_commands(db_path: Path, tag: str) -> int:
+    with sqlite3.connect(db_path) as db:
+        return db.execute(
+            "SELECT COUNT(*) FROM commands WHERE command_id LIKE ?", (f"generic:{tag}-%",)
+        ).fetchone()[0]
+
+
+def update_calls(sim: Any) -> int:
+    state = sim.extensions["sim_state"]
+    with state.lock:
+        return sum(1 for c in state.calls if "Lead.Update" in c["path"] and c["status"] == 200)
+
+
+def start_simulator(documented_limit: bool) -> tuple[Any, ServedApp]:
+    """The LeadSquared simulator with LEADS leads known by email."""
+    sim_app = create_leadsquared_simulator(
+        "bench-ak", "bench-sk", rate_limit=(25 if documented_limit else None, 5)
+    )
+    sim = ServedApp(sim_app).start()
+    leads = [{"EmailAddress": f"lead{i}@example.com"} for i in range(LEADS)]
+    requests.post(f"{sim.url}/_sim/leads", json=leads, timeout=10).raise_for_status()
+    return sim_app, sim
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--clients", type=int, default=8)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per server")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per server")
+    parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--max-rate", type=int, default=15000, help="requests prepared per second of run")
+    parser.add_argument(
+        "--provider-limit", choices=("documented", "none"), default="documented",
+        help="(c): LeadSquared's 25 calls per 5 s, or none (the dispatcher's full speed)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout of leadrelay: also measure its serve, same run, same client",
+    )
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the simulator's request lines
-    tmp = Path(tempfile.mkdtemp(prefix="leadrelay-bench-"))
-    prepared = prepare(args.requests)
-    warmup = prepare(50)
+    tmp = Path(tempfile.mkdtemp(prefix="leadrelay-bench-ingest-"))
 
-    # Baseline: a bare Flask endpoint under the same gunicorn config.
-    (tmp / "bare_app.py").write_text(BARE_APP)
-    port = free_port()
-    gunicorn_args = ["-c", str(ROOT / "service" / "gunicorn_conf.py"), "--bind", f"127.0.0.1:{port}",
-                     "--workers", str(args.workers), "--threads", str(args.threads)]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(tmp), "GUNICORN_ACCESSLOG": "-"}
-    bare = start(
-        [sys.executable, "-m", "gunicorn", *gunicorn_args, "bare_app:create_app()"], env, tmp / "bare.log"
-    )
+    documented = args.provider_limit == "documented"
+    provider = {"rate_limit": {"calls": 25, "per_seconds": 5}} if documented else {}
+    runs: dict[str, LoadResult] = {}
+    notes: dict[str, str] = {}
+    bare = start_bare_flask(tmp, args.workers, args.threads)
     try:
-        wait_http_ok(f"http://127.0.0.1:{port}/healthz")
-        load(f"http://127.0.0.1:{port}/webhooks/generic", warmup, args.clients)
-        baseline = load(f"http://127.0.0.1:{port}/webhooks/generic", prepared, args.clients)
+        runs["bare"] = measure(bare, args, "bare")
     finally:
-        stop(bare)
+        bare.stop()
 
-    # leadrelay serve: gunicorn web + dispatcher, delivering to a simulator without a limit.
-    sim = ServedApp(create_leadsquared_simulator("bench-ak", "bench-sk", rate_limit=(None, 5))).start()
-    requests.post(
-        f"{sim.url}/_sim/leads",
-        json=[{"EmailAddress": f"lead{i}@example.com"} for i in range(500)],
-        timeout=10,
-    )
-    raw = base_config(tmp, sim.url)
-    raw["providers"]["leadsquared"].update(access_key="bench-ak", secret_key="bench-sk", rate_limit=None)
-    raw["server"].update(workers=args.workers, threads=args.threads, metrics_port=0)
-    raw["logging"]["level"] = "WARNING"
-    raw["dedup"]["fingerprint_window_seconds"] = 0
-    config_path = tmp / "leadrelay.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    serve = start(
-        [sys.executable, "-m", "service.cli", "--config", str(config_path), "serve"],
-        {**os.environ, "GUNICORN_ACCESSLOG": "-"},
-        tmp / "serve.log",
-    )
-    base = f"http://{raw['server']['bind']}"
-    try:
-        wait_http_ok(f"{base}/healthz")
-        load(
-            f"{base}/webhooks/generic",
-            [(b, {**h, "webhook-id": "warm-" + h["webhook-id"]}) for b, h in warmup],
-            args.clients,
+    trees = [("", ROOT)] + ([("before ", args.before.resolve())] if args.before else [])
+    plan = [(f"{prefix}{kind}", enabled, tree) for kind, enabled in (("ingest", False), ("delivering", True))
+            for prefix, tree in trees]  # fmt: skip
+    for name, enabled, tree in plan:
+        workdir = tmp / name.replace(" ", "-")
+        workdir.mkdir()
+        # A simulator per run: one run's calls must not count against the next one's window.
+        sim_app, sim = start_simulator(documented)
+        config = serve_config(
+            workdir,
+            sim.url,
+            args.workers,
+            args.threads,
+            providers={"leadsquared": {"enabled": enabled, **provider}},
         )
-        measured = load(f"{base}/webhooks/generic", prepared, args.clients)
-    finally:
-        stop(serve)
-        sim.stop()
+        serve = start_serve(config, bind_of(config), workdir / "serve.log", tree)
+        try:
+            runs[name] = measure(serve, args, name.replace(" ", "-"))
+            delivered = update_calls(sim_app)
+            rejected = sim_app.extensions["sim_state"].rejected_429
+        finally:
+            serve.stop()
+            sim.stop()
+        queued = queued_commands(workdir / "leadrelay.db", name.replace(" ", "-"))
+        notes[name] = f"{queued} queued durably" + (
+            f", {delivered} provider updates during warm-up and run, {rejected} x 429" if enabled else ""
+        )
 
-    print(f"ingest benchmark: {args.requests} signed webhooks, {args.clients} clients, "
-          f"gunicorn {args.workers} workers x {args.threads} threads, {os.cpu_count()} CPUs")  # fmt: skip
-    print(f"{'':24}{'accepted/s':>12}{'p50 ms':>10}{'p99 ms':>10}  statuses")
-    for name, result in (("bare Flask 202", baseline), ("leadrelay serve", measured)):
+    bare_rps = runs["bare"].rps
+    for prefix, _ in trees:
+        print(f"ratio {prefix}ingest-only / bare Flask: {runs[prefix + 'ingest'].rps / bare_rps:.2f}x")
         print(
-            f"{name:24}{result['rps']:>12.0f}{result['p50_ms']:>10.2f}{result['p99_ms']:>10.2f}  {result['statuses']}"
+            f"ratio {prefix}ingest while delivering / bare Flask: {runs[prefix + 'delivering'].rps / bare_rps:.2f}x"
         )
+    print(f"bare-Flask ceiling reached with this client: {bare_rps:.0f} requests/s")
     print(
-        f"ratio leadrelay/bare: throughput {measured['rps'] / baseline['rps']:.2f}x, "
-        f"p50 {measured['p50_ms'] / baseline['p50_ms']:.2f}x, p99 {measured['p99_ms'] / baseline['p99_ms']:.2f}x"
+        f"client: {runs['bare'].client}; gunicorn {args.workers} workers x {args.threads} threads; "
+        f"{os.cpu_count()} CPUs; {args.duration:g} s measured per server after {args.warmup:g} s warm-up; "
+        f"(c) delivers {'within 25 calls per 5 s' if documented else 'without a rate limit'}"
     )
+    print(f"{'':44}{'2xx/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'non-2xx':>9}{'errors':>8}")
+    labels = {"bare": "(a) bare Flask 202", "ingest": "(b) leadrelay serve, ingest only",
+              "delivering": "(c) leadrelay serve + delivering"}  # fmt: skip
+    for name, result in runs.items():
+        label = labels[name.removeprefix("before ")] + (" [before]" if name.startswith("before ") else "")
+        print(
+            f"{label:44}{result.rps:>8.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}{result.max_ms:>9.1f}"
+            f"{result.non_2xx:>9}{result.socket_errors:>8}  {notes.get(name, '')}"
+            + ("  (ran out of prepared requests: raise --max-rate)" if result.exhausted else "")
+        )
 
 
 if __name__ == "__main__":

@@ -31,12 +31,17 @@ from service.pipeline.gate import ProviderGate, settings_fingerprint
 from service.pipeline.ratelimit import InProcessRateLimiter
 from service.pipeline.readback import ReadBack, read_back
 from service.pipeline.schedule import give_up_reason, next_retry_at
+from service.pipeline.wakeup import Waiter, wakeup_address
 
 log = logging.getLogger("leadrelay.dispatcher")
 
 NOT_CONFIGURED_RECHECK_SECONDS = 30.0
 DATABASE_RETRY_SECONDS = 1.0
 CONFIRM_RETRY_SECONDS = 1.0  # a read-back that could not run (rate limited) is asked again this soon
+# After a tick that started nothing, a wake-up waits this many times that tick's duration.
+WAKE_REST_FACTOR = 10.0
+# Ticks caused by wake-ups are at least this far apart (at most 40 passes a second under load).
+WAKE_MIN_GAP_SECONDS = 0.025
 
 
 def version_stamp(occurred_at: datetime) -> str:
@@ -405,6 +410,8 @@ class EmbeddedDispatcher:
         self._busy: set[tuple[str, str]] = set()
         self._busy_lock = threading.Lock()
         self._futures: set[Future[None]] = set()
+        # Woken by the web workers after each enqueue, and by a delivery finishing (a free slot).
+        self.waiter = Waiter(wakeup_address(config["storage"]["path"]))
 
     # ---- outcome recording ----------------------------------------------------------
 
@@ -481,6 +488,7 @@ class EmbeddedDispatcher:
             command_id_var.reset(token)
             with self._busy_lock:
                 self._busy.discard(key)
+            self.waiter.wake()
 
     def recover(self, groups: list[DeliveryGroup] | None = None) -> list[DeliveryGroup]:
         """Deliveries a dead dispatcher left in flight (at start: every `in_flight` row):
@@ -546,19 +554,31 @@ class EmbeddedDispatcher:
         self.core.alerts.backlog(stats["oldest_age_seconds"])
 
     def run(self) -> None:
-        log.info("dispatcher started", extra={"concurrency": self.concurrency})
+        with self.waiter:
+            self._loop()
+        self.shutdown()
+
+    def _loop(self) -> None:
+        log.info(
+            "dispatcher started",
+            extra={"concurrency": self.concurrency, "woken_on_enqueue": self.waiter.listening},
+        )
         unconfirmed = self.recover()
         last_recover = time.monotonic()
         last_gauges = 0.0
         last_provider_metrics = 0.0
         interval = float(self.settings["provider_metrics_interval_seconds"])
+        poll_interval = float(self.settings["poll_interval_seconds"])
+        woken_tick_at = 0.0
         while not self.stopping.is_set():
             metrics.heartbeat()  # liveness: /healthz on the metrics port fails if this stops
+            tick_started = time.monotonic()
             try:
                 if unconfirmed and time.monotonic() - last_recover > CONFIRM_RETRY_SECONDS:
                     unconfirmed = self.recover(unconfirmed)  # rate limited before: ask again
                     last_recover = time.monotonic()
                 started = self.tick()
+                tick_ended = time.monotonic()
                 if time.monotonic() - last_gauges > 5:
                     self.update_gauges()
                     last_gauges = time.monotonic()
@@ -571,12 +591,25 @@ class EmbeddedDispatcher:
                 # In the pool: a slow provider must not hold up the dispatch loop.
                 self.pool.submit(self.core.refresh_provider_metrics)
                 last_provider_metrics = time.monotonic()
-            if not started:
-                self.stopping.wait(float(self.settings["poll_interval_seconds"]))
-        self.shutdown()
+            if not started and self.waiter.wait(poll_interval):
+                # Woken by new work after a tick that found nothing to start. Each tick scans
+                # every open delivery and each group it starts costs two commits, even one that
+                # only meets a full rate limit; under load, waking on every enqueue would spend
+                # the CPU and the write lock on that. So wake-up ticks are 25 ms apart at least,
+                # and rest ten times the last tick's cost (a large backlog makes ticks slow).
+                # At light load neither delays anything.
+                now = time.monotonic()
+                rest = max(
+                    WAKE_REST_FACTOR * (tick_ended - tick_started) - (now - tick_ended),
+                    woken_tick_at + WAKE_MIN_GAP_SECONDS - now,
+                )
+                if rest > 0:
+                    self.stopping.wait(min(rest, poll_interval))
+                woken_tick_at = time.monotonic()
 
     def stop(self) -> None:
         self.stopping.set()
+        self.waiter.wake()
 
     def shutdown(self) -> None:
         """Let in-flight calls finish and record their outcome, then stop."""

@@ -60,14 +60,17 @@ class Ingestor:
         dedup: DedupStore,
         queue: CommandQueue,
         unit_of_work: Callable[[], AbstractContextManager[Any]] | None = None,
+        on_enqueued: Callable[[], None] | None = None,
     ) -> None:
         """`unit_of_work`: when dedup keys and the queue live in one database (the state
         store), its transaction: claim, queue and confirm then commit once, with no window
-        between them."""
+        between them. `on_enqueued`: called once a command is durably queued (the embedded
+        dispatcher's wake-up)."""
         self.config = config
         self.dedup = dedup
         self.queue = queue
         self.unit_of_work = unit_of_work or nullcontext
+        self.on_enqueued = on_enqueued
         self.window = int(config["dedup"]["window_seconds"])
         self.fingerprint_window = int(config["dedup"]["fingerprint_window_seconds"])
         self.pending = int(config["dedup"]["pending_seconds"])
@@ -103,10 +106,27 @@ class Ingestor:
             raise PayloadInvalid("a change does not have the type a provider's contract declares", problems)
 
     def accept(self, command: LeadUpdateCommand) -> IngestResult:
+        # Only the dedup and queue writes run inside the unit of work: with the embedded store
+        # it holds the database's write lock, which every web thread and worker takes in turn.
+        command = self._routed(command)
         with self.unit_of_work():
-            return self._accept(command)
+            result = self._accept(command)
+        if result.status == "accepted":
+            metrics.COMMANDS_QUEUED.labels(source=command.source).inc()
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "command queued",
+                    extra={
+                        "command_id": command.command_id,
+                        "lead_key": command.lead_key,
+                        "providers": list(command.providers),
+                    },
+                )
+            if self.on_enqueued is not None:
+                self.on_enqueued()  # after the commit: the dispatcher must find the row
+        return result
 
-    def _accept(self, command: LeadUpdateCommand) -> IngestResult:
+    def _routed(self, command: LeadUpdateCommand) -> LeadUpdateCommand:
         command = command.with_providers(self.config.route(command.source, command.event_type))
         if not command.providers:
             log.warning(
@@ -117,6 +137,9 @@ class Ingestor:
                     "event_type": command.event_type,
                 },
             )
+        return command
+
+    def _accept(self, command: LeadUpdateCommand) -> IngestResult:
         key = f"cmd:{command.command_id}"
         claim = self.dedup.claim(key, self.pending)
         if claim is not Claim.CLAIMED:
@@ -144,15 +167,6 @@ class Ingestor:
             self.dedup.release(key)
             raise
         self.dedup.confirm(key, self.window)
-        metrics.COMMANDS_QUEUED.labels(source=command.source).inc()
-        log.info(
-            "command queued",
-            extra={
-                "command_id": command.command_id,
-                "lead_key": command.lead_key,
-                "providers": list(command.providers),
-            },
-        )
         return IngestResult(command.command_id, "accepted", command.providers)
 
     def _double_submit(self, command: LeadUpdateCommand, key: str, duplicate_of: str) -> IngestResult:

@@ -16,6 +16,7 @@ import redis
 from service.config import Config
 from service.dedup import DedupStore, RedisDedupStore
 from service.ingest import CommandQueue, Ingestor
+from service.pipeline.wakeup import Notifier, wakeup_address
 from service.redis_state import RedisEventStore
 from service.sources import SOURCE_KINDS
 from service.sources.base import SourceAdapter
@@ -83,12 +84,14 @@ def build_runtime(config: Config) -> Runtime:
     if config["mode"] == "distributed":
         return build_distributed_runtime(config)
     store = open_state_store(config)
+    # The embedded dispatcher listens beside the queue file (also with a PostgreSQL record).
+    wakeup = Notifier(wakeup_address(config["storage"]["path"]))
     if config["dedup"]["backend"] == "redis":
         dedup: DedupStore = RedisDedupStore(redis_client(config), config["redis"]["key_prefix"])
-        ingestor = Ingestor(config, dedup, store)
+        ingestor = Ingestor(config, dedup, store, on_enqueued=wakeup.notify)
     else:
         dedup = store
-        ingestor = Ingestor(config, store, store, unit_of_work=store.transaction)
+        ingestor = Ingestor(config, store, store, unit_of_work=store.transaction, on_enqueued=wakeup.notify)
     return Runtime(
         config=config,
         store=store,

@@ -1,0 +1,97 @@
+"""Servers the benchmarks measure: a bare Flask endpoint and `leadrelay serve`, both under
+the project's own gunicorn settings (`service/gunicorn_conf.py`), on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+from tests.support import base_config, deep_merge, free_port, wait_http_ok  # noqa: E402
+
+BARE_APP = """
+from flask import Flask, jsonify
+
+def create_app():
+    app = Flask("bare")
+
+    @app.post("/webhooks/generic")
+    def accept():
+        return jsonify({"status": "accepted"}), 202
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok"})
+
+    return app
+"""
+
+
+class Server:
+    """A server as a child process in its own session; its output kept in a file."""
+
+    def __init__(
+        self, command: list[str], env: dict[str, str], log: Path, url: str, cwd: Path = ROOT
+    ) -> None:
+        self.url = url
+        self.log = log
+        self.proc = subprocess.Popen(
+            command, env=env, cwd=str(cwd), stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_http_ok(f"{url}/healthz")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def start_bare_flask(workdir: Path, workers: int, threads: int) -> Server:
+    (workdir / "bare_app.py").write_text(BARE_APP)
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn_conf.py"),
+               "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
+               "bare_app:create_app()"]  # fmt: skip
+    # Both servers keep gunicorn's default access log (JSON lines, to their log file).
+    env = {**os.environ, "PYTHONPATH": str(workdir)}
+    return Server(command, env, workdir / "bare.log", f"http://127.0.0.1:{port}")
+
+
+def serve_config(workdir: Path, provider_url: str, workers: int, threads: int, **overrides: Any) -> Path:
+    """A leadrelay config: the generic source -> LeadSquared at `provider_url` without a rate
+    limit (unless overridden), the default dispatcher settings (the test defaults poll faster), logs at WARNING."""
+    raw = base_config(workdir, provider_url)
+    # No limit to speak of (the simulator enforces none): without one the handler's default,
+    # LeadSquared's 25 calls per 5 s, would be the whole delivery rate.
+    unlimited = {"calls": 1_000_000, "per_seconds": 1}
+    raw["providers"]["leadsquared"].update(access_key="bench-ak", secret_key="bench-sk", rate_limit=unlimited)
+    raw["server"].update(workers=workers, threads=threads, metrics_port=0)
+    raw["logging"]["level"] = "WARNING"
+    raw["dispatcher"] = {}
+    raw = deep_merge(raw, overrides)
+    path = workdir / "leadrelay.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def start_serve(config_path: Path, bind: str, log: Path, tree: Path = ROOT) -> Server:
+    """`leadrelay serve` from the source tree `tree` (another checkout: a before/after run)."""
+    command = [sys.executable, "-m", "service.cli", "--config", str(config_path), "serve"]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return Server(command, env, log, f"http://{bind}", cwd=tree)
+
+
+def bind_of(config_path: Path) -> str:
+    return str(yaml.safe_load(config_path.read_text())["server"]["bind"])
