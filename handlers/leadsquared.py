@@ -8,8 +8,6 @@ with a JSON list of `{"Attribute", "Value"}`. Without a lead id the lead is foun
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -27,10 +25,12 @@ from handlers.base import (
     TransientError,
     classify_exception,
     classify_http,
+    failure_result,
     fingerprint,
     response_body,
 )
 from service.command import as_text
+from service.domain.ttl_cache import SharedTTLCache
 from service.redact import redact
 
 UPDATE_PATH = "/v2/LeadManagement.svc/Lead.Update"
@@ -62,33 +62,6 @@ def classify_leadsquared(response: requests.Response, what: str) -> DeliveryResu
     if result.status_code == 401:
         result.reason += " (check accessKey/secretKey and the account's API host)"
     return result
-
-
-class LeadIdCache:
-    """Email/phone -> LeadSquared ProspectID, with a TTL; shared by the handler's threads."""
-
-    def __init__(self, ttl_seconds: float) -> None:
-        self.ttl = ttl_seconds
-        self._items: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> str | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item and item[1] > time.monotonic():
-                return item[0]
-            self._items.pop(key, None)
-            return None
-
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-
-    def put(self, key: str, lead_id: str) -> None:
-        with self._lock:
-            if len(self._items) > 100_000:
-                self._items.clear()
-            self._items[key] = (lead_id, time.monotonic() + self.ttl)
 
 
 class LeadSquaredHandler(ProviderHandler):
@@ -141,7 +114,7 @@ class LeadSquaredHandler(ProviderHandler):
         self.base_url = (settings.get("base_url") or self.default_base_url).rstrip("/")
         # Lead lookups (by email / phone / id) live on the account's sync API host.
         self.lookup_base_url = (settings.get("lookup_base_url") or self.base_url).rstrip("/")
-        self.lead_ids = LeadIdCache(float(settings.get("lookup_cache_seconds", 3600.0)))
+        self.lead_ids = SharedTTLCache(float(settings.get("lookup_cache_seconds", 3600.0)))
 
     @property
     def account(self) -> str:
@@ -195,10 +168,8 @@ class LeadSquaredHandler(ProviderHandler):
             return None
         try:
             lead_id = self.resolve_lead_id(update)
-        except PermanentError as exc:
-            return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage)
-        except TransientError as exc:
-            return exc.result()
+        except (PermanentError, TransientError) as exc:
+            return failure_result(exc)
         return DeliveryResult(Outcome.DELIVERED, reason="lead id resolved", details={"lead_id": lead_id})
 
     def resolve_lead_id(self, update: ProviderUpdate) -> str:
@@ -245,10 +216,8 @@ class LeadSquaredHandler(ProviderHandler):
         try:
             lead_id = self.resolve_lead_id(update)
             body = self.build_body(update)
-        except PermanentError as exc:
-            return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage)
-        except TransientError as exc:
-            return exc.result()
+        except (PermanentError, TransientError) as exc:
+            return failure_result(exc)
         if not body:
             return DeliveryResult(Outcome.DELIVERED, reason="no mapped field to update; nothing sent")
         try:

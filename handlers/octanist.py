@@ -30,6 +30,7 @@ from handlers.base import (
     ProviderUpdate,
     classify_exception,
     classify_http,
+    failure_result,
     fingerprint,
     one_of,
 )
@@ -138,7 +139,7 @@ class OctanistHandler(ProviderHandler):
                 return DeliveryResult(Outcome.DELIVERED, reason="no mapped field to update; nothing sent")
             body = {**self.identifier(update), **fields_to_change}
         except PermanentError as exc:
-            return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage, details=exc.details)
+            return failure_result(exc)
         try:
             response = self.session.patch(
                 self.base_url + self.update_path,

@@ -32,11 +32,12 @@ from handlers.base import (
     TransientError,
     classify_exception,
     classify_http,
+    failure_result,
     fingerprint,
     one_of,
-    parse_retry_after,
 )
-from handlers.leadsquared import LeadIdCache
+from service.domain.http import parse_retry_after
+from service.domain.ttl_cache import SharedTTLCache
 
 POLLYBOT_STATUSES = ("new", "contacted", "qualified", "converted", "lost", "follow_up")
 DEFAULT_UPDATE_PATH = "/api/v1/leads/{leadId}"
@@ -125,7 +126,7 @@ class PollyBotHandler(ProviderHandler):
         self.base_url = (settings.get("base_url") or "").rstrip("/")
         self.update_path = settings.get("update_path") or DEFAULT_UPDATE_PATH
         self.search_path = settings.get("search_path") or DEFAULT_SEARCH_PATH
-        self.lead_ids = LeadIdCache(float(settings.get("lookup_cache_seconds", 3600.0)))
+        self.lead_ids = SharedTTLCache(float(settings.get("lookup_cache_seconds", 3600.0)))
 
     @property
     def account(self) -> str:
@@ -181,10 +182,8 @@ class PollyBotHandler(ProviderHandler):
             return None
         try:
             lead_id = self.resolve_lead_id(update)
-        except PermanentError as exc:
-            return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage, details=exc.details)
-        except TransientError as exc:
-            return exc.result()
+        except (PermanentError, TransientError) as exc:
+            return failure_result(exc)
         return DeliveryResult(Outcome.DELIVERED, reason="lead id resolved", details={"lead_id": lead_id})
 
     def resolve_lead_id(self, update: ProviderUpdate) -> str:
@@ -290,10 +289,8 @@ class PollyBotHandler(ProviderHandler):
             if not body:
                 return DeliveryResult(Outcome.DELIVERED, reason="no mapped field to update; nothing sent")
             lead_id = self.resolve_lead_id(update)
-        except PermanentError as exc:
-            return DeliveryResult(Outcome.PERMANENT, reason=exc.reason, stage=exc.stage, details=exc.details)
-        except TransientError as exc:
-            return exc.result()
+        except (PermanentError, TransientError) as exc:
+            return failure_result(exc)
         try:
             response = self.session.put(
                 self.update_url(lead_id), json=body, headers=self._headers(), timeout=self.timeout
