@@ -187,8 +187,6 @@ class ProviderHandler:
     credential_set: ClassVar[tuple[str, ...]] = ()
     # Default rate limit (calls, per seconds); None: no limit.
     default_rate_limit: ClassVar[tuple[int, float] | None] = None
-    # Whether deliveries end in ACCEPTED and need `poll`.
-    is_async: ClassVar[bool] = False
     # Whether `confirm_applied` can read an update back (else it answers None without a call).
     can_confirm: ClassVar[bool] = False
 

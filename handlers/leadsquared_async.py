@@ -70,7 +70,6 @@ def parse_message(message: Any) -> Any:
 
 class LeadSquaredAsyncHandler(LeadSquaredHandler):
     kind: ClassVar[str] = "leadsquared_async"
-    is_async: ClassVar[bool] = True
     default_base_url: ClassVar[str] = "https://asyncapi.leadsquared.com"
     credential_set: ClassVar[tuple[str, ...]] = ("access_key", "secret_key", "api_key")
     settings_fields: ClassVar[dict[str, Any]] = {

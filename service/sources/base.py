@@ -8,7 +8,7 @@ topic bound to that format, so it sees an `InboundRequest`, never a Flask reques
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -133,9 +133,6 @@ class Normalised:
     # canonical field -> the sender's field it was read from, where that was inferred (a
     # normalised name, a value's shape) rather than mapped by name: said in the answer.
     matched_fields: dict[str, str] = field(default_factory=dict)
-
-
-EventHandler = Callable[..., list[LeadUpdateCommand]]
 
 
 class SourceAdapter:

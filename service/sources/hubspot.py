@@ -206,9 +206,6 @@ class HubSpotAdapter(SenderAdapter):
             {"_schema": ["expected a JSON array of events, an event object, or an object with properties"]},
         )
 
-    def event_id(self, payload: dict[str, Any], request: InboundRequest) -> str | None:
-        return None  # per event, see crm_event_id; workflow payloads dedup on the body hash
-
     @staticmethod
     def crm_event_id(event: dict[str, Any]) -> str:
         return ":".join(

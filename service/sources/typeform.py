@@ -159,7 +159,7 @@ class TypeformAdapter(SenderAdapter):
         mapped = self.map_values(values)
         hidden = response.get("hidden", {})
         command = self.command(
-            event_id=payload["event_id"],
+            event_id=self.event_id(payload, request),
             event_type="form_response",
             occurred_at=response.get("submitted_at") or received(request),
             changes=mapped.changes,

@@ -358,7 +358,6 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
         count_attempt: bool = True,
         request_id: str | None = None,
         field_versions: dict[str, str] | None = None,
-        attempts_override: dict[str, int] | None = None,
         count_poll: bool = False,
     ) -> None:
         """Write one outcome for every delivery of a group, atomically, and append it to the
@@ -367,8 +366,6 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
         rows = []
         for delivery in group.deliveries:
             attempts = delivery.attempts + (1 if count_attempt else 0)
-            if attempts_override and delivery.command.command_id in attempts_override:
-                attempts = attempts_override[delivery.command.command_id]
             rows.append(
                 (
                     status, attempts, request_id, 1 if count_poll else 0,
