@@ -18,6 +18,18 @@ from service.dispatcher import DeliveryCore, EmbeddedDispatcher
 from service.runtime import Runtime, build_runtime
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, base_config, load, shared_redis_url
 
+# Tests that need more than the inner loop's tools, by directory: `make test-fast` leaves them out.
+MARKERS_BY_DIRECTORY = {"kafka": "kafka", "deploy": "deploy", "console": "browser"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_root = Path(__file__).parent
+    for item in items:
+        relative = item.path.relative_to(tests_root) if item.path.is_relative_to(tests_root) else None
+        marker = MARKERS_BY_DIRECTORY.get(relative.parts[0]) if relative and relative.parts else None
+        if marker:
+            item.add_marker(marker)
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.senders.conftest import (
@@ -239,6 +240,7 @@ def test_out_of_range_occurred_at_is_a_400(senders: Any) -> None:
     assert "0.occurredAt" in response.json()["details"]
 
 
+@pytest.mark.slow
 def test_a_slow_crm_answers_503_within_the_deadline(
     make_service: Any, tmp_path: Path, hubspot_sim: Any
 ) -> None:
