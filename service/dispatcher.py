@@ -211,7 +211,7 @@ class DeliveryCore:
             if step.outcome is Outcome.DELIVERED:
                 return Decision(DeliveryStatus.PENDING, next_attempt_at=now, count_attempt=False), step
             return self.decide(
-                group, step, merged.field_versions, handler, limit
+                group, step, merged.field_versions, handler, limit, now
             ), step if made_call else None
         metrics.PROVIDER_CALL_SECONDS.labels(provider=group.provider).observe(time.monotonic() - started)
         metrics.PROVIDER_CALLS.labels(provider=group.provider, outcome=result.outcome.value).inc()
@@ -223,7 +223,7 @@ class DeliveryCore:
             Outcome.RATE_LIMITED,
         )
         return self.decide(
-            group, result, merged.field_versions, handler, limit
+            group, result, merged.field_versions, handler, limit, now
         ), result if made_call else None
 
     def decide(
