@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 import logging  # noqa: E402
 
-from handlers.simulators.common import ServedApp  # noqa: E402
-from handlers.simulators.leadsquared import create_leadsquared_simulator  # noqa: E402
+from handlers.leadsquared.simulator import create_leadsquared_simulator  # noqa: E402
+from handlers.simulation import ServedApp  # noqa: E402
 from tests.support import base_config, free_port, signed_headers, wait_http_ok  # noqa: E402
 
 BARE_APP = """

@@ -75,8 +75,8 @@ def needs_sandbox(config: Config) -> bool:
 
 def start_sandbox(config: Config) -> list[Any]:
     """Start a simulator per provider kind and point the config (via env) at them."""
-    from handlers.simulators import SIMULATORS
-    from handlers.simulators.common import ServedApp
+    from handlers.sandbox import SIMULATORS
+    from handlers.simulation import ServedApp
 
     served: list[Any] = []
     for name, settings in config.enabled_providers().items():
@@ -525,8 +525,8 @@ def _provider_control(args: argparse.Namespace) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
-    from handlers.simulators import SIMULATORS
-    from handlers.simulators.common import ServedApp
+    from handlers.sandbox import SIMULATORS
+    from handlers.simulation import ServedApp
 
     factory = SIMULATORS[args.kind]
     server = ServedApp(factory.create(), port=args.port)

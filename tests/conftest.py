@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import redis
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.leadsquared import create_leadsquared_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.simulation import ServedApp
 from service.app import create_app
 from service.config import Config
 from service.dispatcher import DeliveryCore, EmbeddedDispatcher

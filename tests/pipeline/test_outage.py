@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import requests
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.leadsquared import create_leadsquared_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.simulation import ServedApp
 from service.dispatcher import EmbeddedDispatcher
 from tests.support import (
     LSQ_ACCESS_KEY,

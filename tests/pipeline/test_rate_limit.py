@@ -8,8 +8,8 @@ import time
 import pytest
 import requests
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.leadsquared import create_leadsquared_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.simulation import ServedApp
 from service.pipeline.ratelimit import InProcessRateLimiter
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, base_config, post_generic, sim_calls
 

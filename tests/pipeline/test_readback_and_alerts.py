@@ -16,7 +16,7 @@ from flask import Flask, request
 from standardwebhooks.webhooks import Webhook
 
 from handlers.base import DeliveryResult, Outcome
-from handlers.simulators.common import ServedApp
+from handlers.simulation import ServedApp
 from service import metrics
 from service.cli import main as cli_main
 from service.dispatcher import EmbeddedDispatcher

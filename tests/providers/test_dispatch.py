@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.leadsquared import create_leadsquared_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.simulation import ServedApp
 from tests.providers.helpers import fault, provider_entry, routed_config, seed
 from tests.support import (
     LSQ_ACCESS_KEY,

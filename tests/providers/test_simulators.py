@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import requests
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.octanist import create_octanist_simulator
-from handlers.simulators.pollybot import create_pollybot_simulator
+from handlers.octanist.simulator import create_octanist_simulator
+from handlers.pollybot.simulator import create_pollybot_simulator
+from handlers.simulation import ServedApp
 from tests.providers.helpers import LSQ_ASYNC_KEY, OCTANIST_KEY, POLLYBOT_KEY, script_async, seed
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, wait_until
 
@@ -110,8 +110,8 @@ def test_octanist_contract() -> None:
 
 
 def test_unknown_paths_and_methods_answer_in_each_providers_shape() -> None:
-    from handlers.simulators.octanist import create_octanist_simulator
-    from handlers.simulators.pollybot import create_pollybot_simulator
+    from handlers.octanist.simulator import create_octanist_simulator
+    from handlers.pollybot.simulator import create_pollybot_simulator
 
     polly = create_pollybot_simulator(api_key="k").test_client()
     answer = polly.get("/api/v9/nope", headers={"Authorization": "Bearer k"})

@@ -22,7 +22,7 @@ from service.sources.common import (
     require_header,
     same,
 )
-from service.sources.generic import verify_standard_webhook
+from service.sources.generic.adapter import verify_standard_webhook
 
 METHODS = ("none", "hmac", "basic", "api_key", "url_token", "standard_webhooks")
 DIGESTS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}

@@ -269,7 +269,7 @@ def test_unmapped_property_changes_cost_no_api_call(
 
 
 def test_v3_decodes_only_the_documented_escapes() -> None:
-    from service.sources.hubspot import v3_uri
+    from service.sources.hubspot.adapter import v3_uri
 
     url = "https://h.example/webhooks/hubspot?a=%3A%2F%3F%40%21%24%27%28%29%2A%2C%3B&b=%20%25"
     assert v3_uri(url) == "https://h.example/webhooks/hubspot?a=:/?@!$'()*,;&b=%20%25"

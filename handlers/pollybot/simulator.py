@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from handlers.simulators.common import is_control_request, simulator_app
+from handlers.simulation import is_control_request, simulator_app
 
 STATUSES = ("new", "contacted", "qualified", "converted", "lost", "follow_up")
 UPDATABLE = {"name", "email", "phone", "source", "status", "metadata"}

@@ -16,8 +16,8 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 
-from handlers.simulators.common import SimulatorState, add_control_routes
-from service.sources.simulators._base import install_gate
+from handlers.simulation import SimulatorState, add_control_routes
+from tests.senders.simulator_gate import install_gate
 
 VERSION = re.compile(r"^v\d+\.\d+$")
 

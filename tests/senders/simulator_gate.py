@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 
-from handlers.simulators.common import SimulatorState, SlidingWindowLimit
+from handlers.simulation import SimulatorState, SlidingWindowLimit
 
 
 def install_gate(

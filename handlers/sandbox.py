@@ -1,4 +1,4 @@
-"""Provider simulators, by provider kind: for tests, the sandbox (`make run`) and benchmarks."""
+"""The sandbox registry: provider kind -> its simulator (`handlers/<provider>/simulator.py`), credentials and demo leads."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import requests
 
-from handlers.simulators.leadsquared import create_leadsquared_simulator
-from handlers.simulators.octanist import create_octanist_simulator
-from handlers.simulators.pollybot import create_pollybot_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.octanist.simulator import create_octanist_simulator
+from handlers.pollybot.simulator import create_pollybot_simulator
 
 
 @dataclass(frozen=True)

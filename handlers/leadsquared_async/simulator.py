@@ -26,7 +26,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from handlers.simulators.common import SimulatorState
+from handlers.simulation import SimulatorState
 
 ASYNC_UPDATE_PATH = "/lead/update"
 ASYNC_STATUS_PATH = "/lead/update/status"

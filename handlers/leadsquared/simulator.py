@@ -20,8 +20,8 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from handlers.simulators.common import is_control_request, simulator_app
-from handlers.simulators.leadsquared_async import add_async_routes
+from handlers.leadsquared_async.simulator import add_async_routes
+from handlers.simulation import is_control_request, simulator_app
 
 # The lead schema the simulator accepts: standard fields plus the custom ones we map to.
 KNOWN_ATTRIBUTES = {

@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from handlers.simulators.common import is_control_request, simulator_app
+from handlers.simulation import is_control_request, simulator_app
 
 STATUSES = ("qualified", "won", "lost")
 FIELDS = {"id", "email", "phone", "status", "changedTo", "value", "note", "lossReason"}

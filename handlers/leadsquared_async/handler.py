@@ -29,7 +29,7 @@ from handlers.base import (
     TransientError,
     classify_exception,
 )
-from handlers.leadsquared import LeadSquaredHandler, classify_leadsquared
+from handlers.leadsquared.handler import LeadSquaredHandler, classify_leadsquared
 from service.domain.validators import http_url
 
 DEFAULT_UPDATE_PATH = "/lead/update"

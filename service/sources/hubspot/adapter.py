@@ -10,7 +10,7 @@ read, and the generic `object.*` types are mapped back by `objectTypeId` (0-1 co
 occurred_at, so a late event never overwrites a newer value downstream.
 
 The events carry ids, not the person: the lead's email and phone come from the CRM API
-with the private app's access token, in batch reads (`service/sources/hubspot_crm.py`);
+with the private app's access token, in batch reads (`service/sources/hubspot/crm.py`);
 see `service/sources/fetch.py` for retries, cache and why a failed look-up answers 503.
 
 Signatures, all with the app's client secret, compared in constant time:
@@ -56,7 +56,7 @@ from service.sources.common import (
     to_number,
 )
 from service.sources.fetch import FetchClient, fetch_settings, policy_from
-from service.sources.hubspot_crm import CrmUnavailable, HubSpotCrm
+from service.sources.hubspot.crm import CrmUnavailable, HubSpotCrm
 from service.sources.sender import SenderAdapter, Skip
 
 DEFAULT_API = "https://api.hubapi.com"
