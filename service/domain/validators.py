@@ -1,10 +1,11 @@
-"""Validators for configuration values that every layer declares: http(s) URLs and secrets."""
+"""Config value types and validators every layer declares: http(s) URLs, secrets, string lists."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
-from marshmallow import ValidationError
+from marshmallow import ValidationError, fields
 
 # A secret shorter than this is refused at start-up: it is guessable, and a value that short
 # would mask innocent text wherever redaction replaces it.
@@ -26,3 +27,15 @@ def http_url(value: str | None) -> None:
         raise ValidationError(f"{text!r} is not a URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in text):
         raise ValidationError(f"{text!r} is not an http:// or https:// URL with a host")
+
+
+class StringList(fields.List):
+    """A list of strings that also accepts a comma-separated string (handy in env vars)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(fields.String(), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        return super()._deserialize(value, attr, data, **kwargs)

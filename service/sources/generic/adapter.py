@@ -25,7 +25,7 @@ from service.command import (
     make_command_id,
     validate_event_changes,
 )
-from service.config import StringList
+from service.domain.validators import StringList
 from service.sources.base import (
     AuthenticationFailed,
     InboundRequest,

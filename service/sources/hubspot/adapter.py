@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from service.command import LeadIdentity
-from service.config import StringList
+from service.domain.validators import StringList
 from service.sources.base import (
     AuthenticationFailed,
     InboundRequest,

@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from service.config import StringList
+from service.domain.validators import StringList
 from service.sources.base import AuthenticationFailed, InboundRequest
 from service.sources.common import (
     b64_matches,
