@@ -124,7 +124,7 @@ def failure_result(exc: PermanentError | TransientError) -> DeliveryResult:
     return exc.result()
 
 
-def fingerprint(secret: str | None) -> str:
+def credential_tag(secret: str | None) -> str:
     """A short, stable, non-reversible tag for a credential: rate-limit buckets are named
     after the account without the key itself ending up in Redis key names or logs."""
     if not secret:

@@ -25,8 +25,8 @@ from handlers.base import (
     TransientError,
     classify_exception,
     classify_http,
+    credential_tag,
     failure_result,
-    fingerprint,
     response_body,
 )
 from service.command import as_text
@@ -120,9 +120,7 @@ class LeadSquaredHandler(ProviderHandler):
     def account(self) -> str:
         # Every replica and every provider entry (sync or async) using the same keys shares
         # one limit; the key itself is fingerprinted, never used as a name.
-        return (
-            f"leadsquared:{self.lookup_base_url}:{fingerprint(self.settings.get('access_key') or self.name)}"
-        )
+        return f"leadsquared:{self.lookup_base_url}:{credential_tag(self.settings.get('access_key') or self.name)}"
 
     def configuration_problem(self) -> str | None:
         missing = [k for k in ("access_key", "secret_key") if not self.settings.get(k)]

@@ -30,8 +30,8 @@ from handlers.base import (
     ProviderUpdate,
     classify_exception,
     classify_http,
+    credential_tag,
     failure_result,
-    fingerprint,
     one_of,
 )
 
@@ -94,7 +94,7 @@ class OctanistHandler(ProviderHandler):
 
     @property
     def account(self) -> str:
-        return f"octanist:{fingerprint(self.settings.get('api_key') or self.name)}"
+        return f"octanist:{credential_tag(self.settings.get('api_key') or self.name)}"
 
     def configuration_problem(self) -> str | None:
         problems = []

@@ -32,8 +32,8 @@ from handlers.base import (
     TransientError,
     classify_exception,
     classify_http,
+    credential_tag,
     failure_result,
-    fingerprint,
     one_of,
 )
 from service.domain.http import parse_retry_after
@@ -130,7 +130,7 @@ class PollyBotHandler(ProviderHandler):
 
     @property
     def account(self) -> str:
-        return f"pollybot:{self.base_url}:{fingerprint(self.settings.get('api_key') or self.name)}"
+        return f"pollybot:{self.base_url}:{credential_tag(self.settings.get('api_key') or self.name)}"
 
     def configuration_problem(self) -> str | None:
         problems = []

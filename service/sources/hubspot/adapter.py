@@ -217,7 +217,7 @@ class HubSpotAdapter(SenderAdapter):
             return [("workflow.contact", payload["contact"])]
         return [(event_type_of(event), event) for event in payload["events"]]
 
-    def prepare(self, events: list[tuple[str, Any]], request: InboundRequest) -> Any:
+    def shared_context(self, events: list[tuple[str, Any]], request: InboundRequest) -> Any:
         # One batch of look-ups for the whole request before the per-event table runs.
         crm = [event for kind, event in events if kind != "workflow.contact"]
         return self._prefetch(crm) if crm else {}
