@@ -30,7 +30,7 @@ from service.config_checks import (
     name_env_variable,
     secret_length_errors,
 )
-from service.domain.validators import MIN_ADMIN_TOKEN_LENGTH, StringList, http_url
+from service.domain.validators import MIN_ADMIN_TOKEN_LENGTH, StringList, flatten_messages, http_url
 from service.redact import register_secret, register_secrets_in
 from service.sources import SOURCE_KINDS
 
@@ -335,18 +335,7 @@ class Config:
 
 
 def _format_errors(messages: Any, prefix: str = "") -> list[str]:
-    lines: list[str] = []
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            lines.extend(_format_errors(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        lines.append(f"{prefix}: {'; '.join(messages)}")
-    elif isinstance(messages, list):
-        for item in messages:
-            lines.extend(_format_errors(item, prefix))
-    else:
-        lines.append(f"{prefix}: {messages}")
-    return lines
+    return [f"{name}: {'; '.join(texts)}" for name, texts in flatten_messages(messages, prefix).items()]
 
 
 def validate_config(

@@ -1,4 +1,4 @@
-"""Config value types and validators every layer declares: http(s) URLs, secrets, string lists."""
+"""Config value types and validators every layer declares (http(s) URLs, secrets, string lists), and marshmallow error flattening."""
 
 from __future__ import annotations
 
@@ -39,3 +39,20 @@ class StringList(fields.List):
         if isinstance(value, str):
             value = [item.strip() for item in value.split(",") if item.strip()]
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+def flatten_messages(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested error messages -> {"lead.email": ["Not a valid email address."]}:
+    the one flattening, for 400 answers and config errors alike."""
+    out: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            for name, texts in flatten_messages(value, f"{prefix}.{key}" if prefix else str(key)).items():
+                out.setdefault(name, []).extend(texts)
+    elif isinstance(messages, list) and not all(isinstance(m, str) for m in messages):
+        for item in messages:
+            for name, texts in flatten_messages(item, prefix).items():
+                out.setdefault(name, []).extend(texts)
+    else:
+        out[prefix or "_schema"] = [str(m) for m in (messages if isinstance(messages, list) else [messages])]
+    return out

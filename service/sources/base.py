@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from marshmallow import ValidationError
 
 from service.command import LeadUpdateCommand
+from service.domain.validators import flatten_messages
 from service.sources.json_body import JsonRefused, NotUtf8, decode_json
 
 
@@ -58,7 +59,7 @@ class PayloadInvalid(AdapterError):
     @classmethod
     def from_marshmallow(cls, error: ValidationError) -> PayloadInvalid:
         messages = error.normalized_messages()
-        return cls("the payload is not valid", _flatten(messages))
+        return cls("the payload is not valid", flatten_messages(messages))
 
 
 class UpstreamUnavailable(AdapterError):
@@ -66,27 +67,6 @@ class UpstreamUnavailable(AdapterError):
 
     status = 503
     code = "UPSTREAM_UNAVAILABLE"
-
-
-def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
-    """marshmallow's nested message dict -> {"lead.email": ["Not a valid email address."]}."""
-    out: dict[str, list[str]] = {}
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
-            if isinstance(value, dict | list) and not _is_message_list(value):
-                out.update(_flatten(value, name))
-            else:
-                out[name] = [str(m) for m in (value if isinstance(value, list) else [value])]
-    elif isinstance(messages, list):
-        out[prefix or "_schema"] = [str(m) for m in messages]
-    else:
-        out[prefix or "_schema"] = [str(messages)]
-    return out
-
-
-def _is_message_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(m, str) for m in value)
 
 
 @dataclass(frozen=True)

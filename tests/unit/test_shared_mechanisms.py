@@ -1,4 +1,4 @@
-"""The one TTL cache and the one Retry-After parser, with a fake clock."""
+"""The shared small mechanisms: the TTL cache and the Retry-After parser (fake clock), error flattening."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import email.utils
 
 from service.domain.http import parse_retry_after
 from service.domain.ttl_cache import SharedTTLCache
+from service.domain.validators import flatten_messages
 
 
 class FakeClock:
@@ -55,3 +56,22 @@ def test_retry_after_seconds_and_http_dates() -> None:
     assert parse_retry_after("") is None
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
+
+
+def test_marshmallow_messages_flatten_to_dotted_names() -> None:
+    nested = {
+        "lead": {"email": ["Not a valid email address."]},
+        "changes": {"value": {"value": ["Not a number.", "Too big."]}},
+        "_schema": ["at least one of id, email or phone is required"],
+        "tags": {0: ["Not a valid string."]},
+    }
+    assert flatten_messages(nested) == {
+        "lead.email": ["Not a valid email address."],
+        "changes.value.value": ["Not a number.", "Too big."],
+        "_schema": ["at least one of id, email or phone is required"],
+        "tags.0": ["Not a valid string."],
+    }
+    assert flatten_messages(["whole body"]) == {"_schema": ["whole body"]}
+    assert flatten_messages({"port": "Not a valid integer."}, "server") == {
+        "server.port": ["Not a valid integer."]
+    }
