@@ -139,6 +139,18 @@ def response_body(response: requests.Response) -> Any:
         return redact(response.text[:2000])
 
 
+def error_envelope(body: Any) -> tuple[str, str, Any]:
+    """(code, message, details) from a JSON error body: the nested envelope
+    `{"success": false, "error": {"code", "message", "details"}}` or the flat
+    `{"error": "...", "code", "details"}` (PollyBot, Octanist's older answers)."""
+    if not isinstance(body, dict):
+        return "", str(body or "")[:200], None
+    error = body.get("error")
+    if isinstance(error, dict):
+        return str(error.get("code") or ""), str(error.get("message") or ""), error.get("details")
+    return str(body.get("code") or ""), str(error or ""), body.get("details")
+
+
 def classify_http(response: requests.Response, what: str) -> DeliveryResult:
     """The default mapping from an HTTP answer to an outcome; handlers refine it."""
     status = response.status_code

@@ -31,6 +31,7 @@ from handlers.base import (
     classify_exception,
     classify_http,
     credential_tag,
+    error_envelope,
     failure_result,
     one_of,
 )
@@ -38,17 +39,6 @@ from handlers.base import (
 OCTANIST_STATUSES = ("qualified", "won", "lost")
 IDENTIFIERS = ("id", "email", "phone")
 DEFAULT_UPDATE_PATH = "/api/leads"
-
-
-def error_of(body: Any) -> tuple[str, str, Any]:
-    """(code, message, details) from the newer envelope `{"success": false, "error": {...}}`
-    or the older flat `{"error": "..."}`."""
-    if not isinstance(body, dict):
-        return "", str(body or "")[:200], None
-    error = body.get("error")
-    if isinstance(error, dict):
-        return str(error.get("code") or ""), str(error.get("message") or ""), error.get("details")
-    return str(body.get("code") or ""), str(error or ""), body.get("details")
 
 
 class OctanistHandler(ProviderHandler):
@@ -155,7 +145,7 @@ class OctanistHandler(ProviderHandler):
         result = classify_http(response, what)
         if result.outcome is Outcome.DELIVERED:
             return result
-        code, message, details = error_of(result.response)
+        code, message, details = error_envelope(result.response)
         explained = {
             401: "API key missing or invalid (check api_key)",
             403: "access denied (e.g. the lead is rejected by filtering rules)",

@@ -33,6 +33,7 @@ from handlers.base import (
     classify_exception,
     classify_http,
     credential_tag,
+    error_envelope,
     failure_result,
     one_of,
 )
@@ -58,14 +59,6 @@ def rate_limit_wait(headers: Mapping[str, str], now: float | None = None) -> flo
         except ValueError:
             return None
     return None
-
-
-def error_details(body: Any) -> tuple[str, str, dict[str, Any]]:
-    """(code, message, details) from `{"success": false, "error", "code", "details"}`."""
-    if not isinstance(body, dict):
-        return "", str(body or "")[:200], {}
-    details = body.get("details") if isinstance(body.get("details"), dict) else {}
-    return str(body.get("code") or ""), str(body.get("error") or ""), details
 
 
 class PollyBotHandler(ProviderHandler):
@@ -251,7 +244,8 @@ class PollyBotHandler(ProviderHandler):
 
     def classify(self, response: requests.Response, what: str) -> DeliveryResult:
         result = classify_http(response, what)
-        code, message, details = error_details(result.response)
+        code, message, details = error_envelope(result.response)
+        details = details if isinstance(details, dict) else {}
         if result.outcome is Outcome.RATE_LIMITED:
             result.retry_after = rate_limit_wait(response.headers)
             result.details["rate_limit"] = {
