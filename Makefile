@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench browser screenshots clean
+.PHONY: run test test-fast lint bench browser screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ browser:
 test: $(VENV)/.installed-test browser
 	$(BIN)/ruff check service consumers handlers tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: everything but the Kafka, deploy, browser and slow tests (markers in pyproject.toml).
+FAST_MARKERS := not (kafka or deploy or browser or slow)
+test-fast: $(VENV)/.installed-test
+	$(BIN)/ruff check service consumers handlers tests bench
+	$(BIN)/python -m pytest -q -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 # Ingest ratios (wrk when installed: `apt-get install wrk`) and end-to-end latency, both modes.
 bench: $(VENV)/.installed-test

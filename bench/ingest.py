@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import LoadResult, run_load, signed_event_requests  # noqa: E402
 from bench.servers import Server, bind_of, serve_config, start_bare_flask, start_serve  # noqa: E402
-from handlers.simulators.common import ServedApp  # noqa: E402
-from handlers.simulators.leadsquared import create_leadsquared_simulator  # noqa: E402
+from handlers.leadsquared.simulator import create_leadsquared_simulator  # noqa: E402
+from handlers.simulation import ServedApp  # noqa: E402
 from tests.support import SIGNING_SECRET  # noqa: E402
 
 LEADS = 500

@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.servers import Server, bind_of, serve_config, start_serve  # noqa: E402
-from handlers.simulators.common import ServedApp  # noqa: E402
-from handlers.simulators.leadsquared import create_leadsquared_simulator  # noqa: E402
+from handlers.leadsquared.simulator import create_leadsquared_simulator  # noqa: E402
+from handlers.simulation import ServedApp  # noqa: E402
 from tests.support import signed_headers, wait_until  # noqa: E402
 
 LSQ_LIMIT = {"calls": 25, "per_seconds": 5}  # the provider's documented limit, the default

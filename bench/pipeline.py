@@ -57,7 +57,7 @@ UPDATE_PATH = "/v2/LeadManagement.svc/Lead.Update"
 def sim_worker(port: int) -> None:
     from werkzeug.serving import make_server
 
-    from handlers.simulators.leadsquared import create_leadsquared_simulator
+    from handlers.leadsquared.simulator import create_leadsquared_simulator
 
     app = create_leadsquared_simulator(LSQ_ACCESS_KEY, LSQ_SECRET_KEY, rate_limit=(None, 5.0))
     make_server("127.0.0.1", port, app, threaded=True).serve_forever()

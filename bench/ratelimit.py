@@ -32,8 +32,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from handlers.simulators.common import ServedApp  # noqa: E402
-from handlers.simulators.leadsquared import create_leadsquared_simulator  # noqa: E402
+from handlers.leadsquared.simulator import create_leadsquared_simulator  # noqa: E402
+from handlers.simulation import ServedApp  # noqa: E402
 from service.command import LeadIdentity, LeadUpdateCommand  # noqa: E402
 from service.config import validate_config  # noqa: E402
 from service.dispatcher import EmbeddedDispatcher  # noqa: E402

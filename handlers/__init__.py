@@ -1,4 +1,4 @@
-"""Provider handlers: one module per provider, registered here by its config `type`."""
+"""Provider handlers: one folder per provider (`handlers/<provider>/`), registered here by its config `type`."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from handlers.base import ProviderHandler
-from handlers.leadsquared import LeadSquaredHandler
-from handlers.leadsquared_async import LeadSquaredAsyncHandler
-from handlers.octanist import OctanistHandler
-from handlers.pollybot import PollyBotHandler
+from handlers.leadsquared.handler import LeadSquaredHandler
+from handlers.leadsquared_async.handler import LeadSquaredAsyncHandler
+from handlers.octanist.handler import OctanistHandler
+from handlers.pollybot.handler import PollyBotHandler
 
 HANDLER_KINDS: dict[str, type[ProviderHandler]] = {
     handler.kind: handler

@@ -7,18 +7,16 @@ classifies the answer. Handlers know nothing of queues, dedup or Kafka.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from service.command import LeadIdentity, as_text, complete_names, parse_number
+from service.domain.http import make_session, parse_retry_after
 from service.redact import redact, redact_obj
 
 
@@ -66,6 +64,9 @@ class PermanentError(Exception):
         self.reason = reason
         self.stage = stage
         self.details = details or {}
+
+    def result(self) -> DeliveryResult:
+        return DeliveryResult(Outcome.PERMANENT, reason=self.reason, stage=self.stage, details=self.details)
 
 
 class ConversionError(PermanentError):
@@ -117,7 +118,13 @@ class TransientError(Exception):
         )
 
 
-def fingerprint(secret: str | None) -> str:
+def failure_result(exc: PermanentError | TransientError) -> DeliveryResult:
+    """What a handler answers when a step before its call raised: the one wrapping of a
+    handler's own exceptions into a `DeliveryResult` (a transient one counts as a look-up's)."""
+    return exc.result()
+
+
+def credential_tag(secret: str | None) -> str:
     """A short, stable, non-reversible tag for a credential: rate-limit buckets are named
     after the account without the key itself ending up in Redis key names or logs."""
     if not secret:
@@ -125,35 +132,23 @@ def fingerprint(secret: str | None) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:12]
 
 
-def make_session(pool_size: int = 16) -> requests.Session:
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when - (now if now is not None else time.time()))
-
-
 def response_body(response: requests.Response) -> Any:
     try:
         return redact_obj(response.json())
     except ValueError:
         return redact(response.text[:2000])
+
+
+def error_envelope(body: Any) -> tuple[str, str, Any]:
+    """(code, message, details) from a JSON error body: the nested envelope
+    `{"success": false, "error": {"code", "message", "details"}}` or the flat
+    `{"error": "...", "code", "details"}` (PollyBot, Octanist's older answers)."""
+    if not isinstance(body, dict):
+        return "", str(body or "")[:200], None
+    error = body.get("error")
+    if isinstance(error, dict):
+        return str(error.get("code") or ""), str(error.get("message") or ""), error.get("details")
+    return str(body.get("code") or ""), str(error or ""), body.get("details")
 
 
 def classify_http(response: requests.Response, what: str) -> DeliveryResult:
@@ -204,8 +199,6 @@ class ProviderHandler:
     credential_set: ClassVar[tuple[str, ...]] = ()
     # Default rate limit (calls, per seconds); None: no limit.
     default_rate_limit: ClassVar[tuple[int, float] | None] = None
-    # Whether deliveries end in ACCEPTED and need `poll`.
-    is_async: ClassVar[bool] = False
     # Whether `confirm_applied` can read an update back (else it answers None without a call).
     can_confirm: ClassVar[bool] = False
 

@@ -33,6 +33,7 @@ from typing import Any
 import requests
 
 from service.config import CONFIG_ENV, Config, ConfigError, load_config
+from service.domain.statuses import DeliveryStatus
 from service.logs import configure_logging
 from service.pipeline.field_coverage import unsent_fields
 
@@ -74,8 +75,8 @@ def needs_sandbox(config: Config) -> bool:
 
 def start_sandbox(config: Config) -> list[Any]:
     """Start a simulator per provider kind and point the config (via env) at them."""
-    from handlers.simulators import SIMULATORS
-    from handlers.simulators.common import ServedApp
+    from handlers.sandbox import SIMULATORS
+    from handlers.simulation import ServedApp
 
     served: list[Any] = []
     for name, settings in config.enabled_providers().items():
@@ -456,11 +457,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     command_id = answer["command_id"]
     for _ in range(60):
         event_log = _call("GET", f"{base}/v1/events/{command_id}", headers)
-        if event_log["status"] in ("delivered", "dead_lettered"):
+        if event_log["status"] in (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD_LETTERED):
             break
         time.sleep(0.5)
     print(json.dumps(event_log, indent=2))
-    return 0 if event_log["status"] == "delivered" else 1
+    return 0 if event_log["status"] == DeliveryStatus.DELIVERED else 1
 
 
 # ---- providers --------------------------------------------------------------------------
@@ -524,8 +525,8 @@ def _provider_control(args: argparse.Namespace) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
-    from handlers.simulators import SIMULATORS
-    from handlers.simulators.common import ServedApp
+    from handlers.sandbox import SIMULATORS
+    from handlers.simulation import ServedApp
 
     factory = SIMULATORS[args.kind]
     server = ServedApp(factory.create(), port=args.port)
@@ -566,9 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     events = sub.add_parser("events", help="the event log: list, show, replay (one, or by filter)")
     events.add_argument("action", choices=["list", "show", "replay"])
     events.add_argument("command_id", nargs="?")
-    events.add_argument(
-        "--status", choices=["pending", "in_flight", "polling", "delivered", "dead_lettered", "duplicate"]
-    )
+    events.add_argument("--status", choices=[status.value for status in DeliveryStatus])
     events.add_argument("--provider")
     events.add_argument("--source")
     events.add_argument("--event-type")

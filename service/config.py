@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from handlers import HANDLER_KINDS
 from service.config_checks import (
     ENV_PREFIX,
     SandboxMode,
@@ -29,8 +30,9 @@ from service.config_checks import (
     name_env_variable,
     secret_length_errors,
 )
-from service.domain.validators import MIN_ADMIN_TOKEN_LENGTH, http_url
+from service.domain.validators import MIN_ADMIN_TOKEN_LENGTH, StringList, flatten_messages, http_url
 from service.redact import register_secret, register_secrets_in
+from service.sources import SOURCE_KINDS
 
 CONFIG_ENV = "LEADRELAY_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "leadrelay.yaml"
@@ -38,18 +40,6 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "leadr
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names every bad key."""
-
-
-class StringList(fields.List):
-    """A list of strings that also accepts a comma-separated string (handy in env vars)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(fields.String(), **kwargs)
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
-        if isinstance(value, str):
-            value = [item.strip() for item in value.split(",") if item.strip()]
-        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class _Strict(Schema):
@@ -345,26 +335,13 @@ class Config:
 
 
 def _format_errors(messages: Any, prefix: str = "") -> list[str]:
-    lines: list[str] = []
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            lines.extend(_format_errors(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        lines.append(f"{prefix}: {'; '.join(messages)}")
-    elif isinstance(messages, list):
-        for item in messages:
-            lines.extend(_format_errors(item, prefix))
-    else:
-        lines.append(f"{prefix}: {messages}")
-    return lines
+    return [f"{name}: {'; '.join(texts)}" for name, texts in flatten_messages(messages, prefix).items()]
 
 
 def validate_config(
     raw: Mapping[str, Any], path: str | None = None, env_names: Mapping[str, str] | None = None
 ) -> Config:
     """`env_names`: dotted key -> the environment variable that set it (named in errors)."""
-    from handlers import HANDLER_KINDS
-    from service.sources import SOURCE_KINDS
 
     errors: list[str] = []
     try:

@@ -24,6 +24,7 @@ from service.config import Config
 from service.domain.backoff import backoff_seconds
 from service.domain.limits import RateLimiter
 from service.domain.state import Delivery, DeliveryGroup, StateStore, StateUnavailable
+from service.domain.statuses import DeliveryStatus
 from service.logs import command_id_var
 from service.pipeline.alerts import Alerts
 from service.pipeline.breaker import BreakerSettings
@@ -100,7 +101,7 @@ def coalesce(deliveries: list[Delivery], applied: Mapping[str, str]) -> Coalesce
 class Decision:
     """The next state of every delivery in a group."""
 
-    status: str  # delivered | pending | polling | dead_lettered
+    status: DeliveryStatus  # delivered | pending | polling | dead_lettered
     error: str | None = None
     stage: str | None = None
     response: Any = None
@@ -150,7 +151,7 @@ class DeliveryCore:
         if problem:
             # Nothing is dropped for a misconfigured provider: it waits, visibly, and is replayable.
             return Decision(
-                "pending",
+                DeliveryStatus.PENDING,
                 error=problem,
                 stage="config",
                 next_attempt_at=now + NOT_CONFIGURED_RECHECK_SECONDS,
@@ -161,7 +162,7 @@ class DeliveryCore:
         if not admission.go:
             # Breaker open or paused: wait without spending an attempt (or horizon).
             return Decision(
-                "pending",
+                DeliveryStatus.PENDING,
                 error=admission.reason,
                 stage="breaker",
                 next_attempt_at=admission.retry_at,
@@ -190,13 +191,15 @@ class DeliveryCore:
         merged = coalesce(group.deliveries, applied)
         if not merged.update.changes and merged.stale_fields:
             stale = ", ".join(merged.stale_fields)
-            return Decision("delivered", error=f"superseded: {stale} already newer"), None
+            return Decision(DeliveryStatus.DELIVERED, error=f"superseded: {stale} already newer"), None
         limit = self.rate_limit(handler)
         if limit:
             wait = self.limiter.acquire(handler.account, *limit)
             if wait > 0:
                 metrics.RATE_LIMIT_WAITS.labels(provider=group.provider).inc()
-                return Decision("pending", next_attempt_at=now + wait, count_attempt=False, error=None), None
+                return Decision(
+                    DeliveryStatus.PENDING, next_attempt_at=now + wait, count_attempt=False, error=None
+                ), None
         started = time.monotonic()
         try:
             step = handler.prepare(merged.update)
@@ -211,9 +214,9 @@ class DeliveryCore:
             ).inc()
             made_call = step.stage != "mapping"
             if step.outcome is Outcome.DELIVERED:
-                return Decision("pending", next_attempt_at=now, count_attempt=False), step
+                return Decision(DeliveryStatus.PENDING, next_attempt_at=now, count_attempt=False), step
             return self.decide(
-                group, step, merged.field_versions, handler, limit
+                group, step, merged.field_versions, handler, limit, now
             ), step if made_call else None
         metrics.PROVIDER_CALL_SECONDS.labels(provider=group.provider).observe(time.monotonic() - started)
         metrics.PROVIDER_CALLS.labels(provider=group.provider, outcome=result.outcome.value).inc()
@@ -225,7 +228,7 @@ class DeliveryCore:
             Outcome.RATE_LIMITED,
         )
         return self.decide(
-            group, result, merged.field_versions, handler, limit
+            group, result, merged.field_versions, handler, limit, now
         ), result if made_call else None
 
     def decide(
@@ -242,13 +245,16 @@ class DeliveryCore:
         response = {"status_code": result.status_code, "body": result.response, **result.details}
         if result.outcome is Outcome.DELIVERED:
             return Decision(
-                "delivered", response=response, field_versions=field_versions, error=result.reason or None
+                DeliveryStatus.DELIVERED,
+                response=response,
+                field_versions=field_versions,
+                error=result.reason or None,
             )
         if result.outcome is Outcome.ACCEPTED:
             # No field versions yet: only what the provider applied counts for stale
             # protection, and that is known when a poll reports success.
             return Decision(
-                "polling",
+                DeliveryStatus.POLLING,
                 response=response,
                 request_id=result.request_id,
                 next_attempt_at=now + float(handler.settings.get("poll_interval_seconds", 2.0)),
@@ -260,7 +266,7 @@ class DeliveryCore:
             metrics.RETRIES.labels(provider=group.provider, reason="rate_limited").inc()
             # A 429 reschedules without using up the retry budget.
             return Decision(
-                "pending",
+                DeliveryStatus.PENDING,
                 error=result.reason,
                 stage="provider",
                 response=response,
@@ -273,20 +279,22 @@ class DeliveryCore:
             retry_at = next_retry_at(attempts, first, now, self.settings, result.retry_after, excluded)
             if retry_at is None:
                 return Decision(
-                    "dead_lettered",
+                    DeliveryStatus.DEAD_LETTERED,
                     error=f"{give_up_reason(attempts, first, now, self.settings)}: {result.reason}",
                     stage=result.stage,
                     response=response,
                 )
             metrics.RETRIES.labels(provider=group.provider, reason="transient").inc()
             return Decision(
-                "pending",
+                DeliveryStatus.PENDING,
                 error=result.reason,
                 stage=result.stage,
                 response=response,
                 next_attempt_at=retry_at,
             )
-        return Decision("dead_lettered", error=result.reason, stage=result.stage, response=response)
+        return Decision(
+            DeliveryStatus.DEAD_LETTERED, error=result.reason, stage=result.stage, response=response
+        )
 
     def confirm(self, group: DeliveryGroup, applied: Mapping[str, str]) -> Decision | None:
         """A dead dispatcher left `group` in flight: did its call land? The read-back (and the
@@ -306,14 +314,16 @@ class DeliveryCore:
             return None
         if answer is ReadBack.APPLIED:
             return Decision(
-                "delivered", error="confirmed applied after a crash", field_versions=merged.field_versions
+                DeliveryStatus.DELIVERED,
+                error="confirmed applied after a crash",
+                field_versions=merged.field_versions,
             )
         why = (
             "the provider does not have it"
             if answer is ReadBack.NOT_APPLIED
             else "the provider cannot confirm"
         )
-        return Decision("pending", error=f"resent after a crash: {why}", count_attempt=False)
+        return Decision(DeliveryStatus.PENDING, error=f"resent after a crash: {why}", count_attempt=False)
 
     def poll(self, group: DeliveryGroup, now: float | None = None) -> Decision:
         """Ask an async provider how an accepted request ended."""
@@ -322,7 +332,9 @@ class DeliveryCore:
         request_id = group.deliveries[0].request_id
         if handler is None or not request_id:
             return Decision(
-                "pending", error="cannot poll: provider gone or no request id; resending", stage="config"
+                DeliveryStatus.PENDING,
+                error="cannot poll: provider gone or no request id; resending",
+                stage="config",
             )
         result = handler.poll(request_id)
         if self.counts_polls:  # polls apart from delivery attempts: the update was one attempt
@@ -336,10 +348,10 @@ class DeliveryCore:
             # The provider applied the update: record its field versions now (the same
             # coalescing rule as the call; the store only ever moves a version forward).
             versions = coalesce(group.deliveries, {}).field_versions
-            return Decision("delivered", response=response, field_versions=versions, **ended)
+            return Decision(DeliveryStatus.DELIVERED, response=response, field_versions=versions, **ended)
         if result.outcome is Outcome.PERMANENT:
             return Decision(
-                "dead_lettered",
+                DeliveryStatus.DEAD_LETTERED,
                 error=result.reason,
                 stage=result.stage,
                 response=response,
@@ -348,7 +360,7 @@ class DeliveryCore:
         if result.outcome is Outcome.RATE_LIMITED:
             wait = result.retry_after if result.retry_after is not None else 5.0
             return Decision(
-                "polling",
+                DeliveryStatus.POLLING,
                 error=result.reason,
                 response=response,
                 next_attempt_at=now + wait,
@@ -356,7 +368,7 @@ class DeliveryCore:
             )
         if polls >= int(self.settings["poll_max_attempts"]):
             return Decision(
-                "dead_lettered",
+                DeliveryStatus.DEAD_LETTERED,
                 error=f"still not finished after {polls} status polls: {result.reason}",
                 stage="provider",
                 response=response,
@@ -367,7 +379,7 @@ class DeliveryCore:
         if result.retry_after is not None:
             delay = max(delay, result.retry_after)
         return Decision(
-            "polling",
+            DeliveryStatus.POLLING,
             error=result.reason or None,
             response=response,
             next_attempt_at=now + delay,
@@ -428,7 +440,7 @@ class EmbeddedDispatcher:
             count_attempt=decision.count_attempt,
             count_poll=decision.count_poll,
             request_id=decision.request_id,
-            field_versions=decision.field_versions if decision.status == "delivered" else None,
+            field_versions=decision.field_versions if decision.status == DeliveryStatus.DELIVERED else None,
         )
         for delivery in group.deliveries:
             token = command_id_var.set(delivery.command.command_id)
@@ -438,15 +450,15 @@ class EmbeddedDispatcher:
                 command_id_var.reset(token)
 
     def _observe(self, provider: str, delivery: Delivery, decision: Decision, now: float) -> None:
-        if decision.status == "delivered":
-            metrics.DELIVERIES.labels(provider=provider, outcome="delivered").inc()
+        if decision.status == DeliveryStatus.DELIVERED:
+            metrics.DELIVERIES.labels(provider=provider, outcome=DeliveryStatus.DELIVERED).inc()
             if delivery.received_at:
                 metrics.DELIVERY_LATENCY.labels(provider=provider).observe(
                     max(0.0, now - delivery.received_at)
                 )
             log.info("delivered", extra={"provider": provider, "note": decision.error})
-        elif decision.status == "dead_lettered":
-            metrics.DELIVERIES.labels(provider=provider, outcome="dead_lettered").inc()
+        elif decision.status == DeliveryStatus.DEAD_LETTERED:
+            metrics.DELIVERIES.labels(provider=provider, outcome=DeliveryStatus.DEAD_LETTERED).inc()
             metrics.DEAD_LETTERS.labels(provider=provider, stage=decision.stage or "provider").inc()
             log.warning(
                 "dead-lettered",
@@ -478,7 +490,7 @@ class EmbeddedDispatcher:
             self.apply(
                 group,
                 Decision(
-                    "polling" if polling else "pending",
+                    DeliveryStatus.POLLING if polling else DeliveryStatus.PENDING,
                     error=f"internal error: {type(exc).__name__}: {exc}",
                     stage="leadrelay",
                     next_attempt_at=time.time() + 30,
@@ -504,7 +516,7 @@ class EmbeddedDispatcher:
             log.warning(
                 "recovered in-flight delivery: %s",
                 "provider already has it"
-                if decision.status == "delivered"
+                if decision.status == DeliveryStatus.DELIVERED
                 else "sending again (may be delivered twice)",
                 extra={
                     "command_ids": group.command_ids,

@@ -10,13 +10,25 @@ from typing import Any
 import pytest
 import redis
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.leadsquared import create_leadsquared_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.simulation import ServedApp
 from service.app import create_app
 from service.config import Config
 from service.dispatcher import DeliveryCore, EmbeddedDispatcher
 from service.runtime import Runtime, build_runtime
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, base_config, load, shared_redis_url
+
+# Tests that need more than the inner loop's tools, by directory: `make test-fast` leaves them out.
+MARKERS_BY_DIRECTORY = {"kafka": "kafka", "deploy": "deploy", "console": "browser"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_root = Path(__file__).parent
+    for item in items:
+        relative = item.path.relative_to(tests_root) if item.path.is_relative_to(tests_root) else None
+        marker = MARKERS_BY_DIRECTORY.get(relative.parts[0]) if relative and relative.parts else None
+        if marker:
+            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

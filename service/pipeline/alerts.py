@@ -24,6 +24,7 @@ from standardwebhooks.webhooks import Webhook
 
 from service import metrics
 from service.domain.backoff import backoff_seconds
+from service.domain.http import make_session
 
 log = logging.getLogger("leadrelay.alerts")
 
@@ -43,7 +44,7 @@ class Alerts:
         self._lock = threading.Lock()
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=QUEUE_SIZE)
         self._thread: threading.Thread | None = None
-        self._session = requests.Session()
+        self._session = make_session(pool_size=1)
 
     # ---- the events -----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from service.command import LeadUpdateCommand
+from service.domain.validators import flatten_messages
 from service.sources.base import AdapterError, InboundRequest, SourceAdapter
 
 
@@ -78,7 +79,9 @@ def try_source(
             # The shared command validation, as the queue applies it when the command is read back.
             checked = LeadUpdateCommand.from_dict(command.to_dict())
         except ValidationError as exc:
-            result["errors"].update({f"command.{k}": v for k, v in _messages(exc).items()})
+            result["errors"].update(
+                {f"command.{k}": v for k, v in flatten_messages(exc.normalized_messages()).items()}
+            )
             continue
         shown = checked.to_dict()
         if routes is not None:
@@ -86,8 +89,3 @@ def try_source(
         result["commands"].append(shown)
     result["ok"] = not result["errors"] and not result["verification"].startswith("failed")
     return result
-
-
-def _messages(exc: ValidationError) -> dict[str, list[str]]:
-    messages = exc.normalized_messages()
-    return {str(k): [str(v)] if not isinstance(v, list) else [str(i) for i in v] for k, v in messages.items()}

@@ -8,13 +8,14 @@ topic bound to that format, so it sees an `InboundRequest`, never a Flask reques
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from marshmallow import ValidationError
 
 from service.command import LeadUpdateCommand
+from service.domain.validators import flatten_messages
 from service.sources.json_body import JsonRefused, NotUtf8, decode_json
 
 
@@ -58,7 +59,7 @@ class PayloadInvalid(AdapterError):
     @classmethod
     def from_marshmallow(cls, error: ValidationError) -> PayloadInvalid:
         messages = error.normalized_messages()
-        return cls("the payload is not valid", _flatten(messages))
+        return cls("the payload is not valid", flatten_messages(messages))
 
 
 class UpstreamUnavailable(AdapterError):
@@ -66,27 +67,6 @@ class UpstreamUnavailable(AdapterError):
 
     status = 503
     code = "UPSTREAM_UNAVAILABLE"
-
-
-def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
-    """marshmallow's nested message dict -> {"lead.email": ["Not a valid email address."]}."""
-    out: dict[str, list[str]] = {}
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
-            if isinstance(value, dict | list) and not _is_message_list(value):
-                out.update(_flatten(value, name))
-            else:
-                out[name] = [str(m) for m in (value if isinstance(value, list) else [value])]
-    elif isinstance(messages, list):
-        out[prefix or "_schema"] = [str(m) for m in messages]
-    else:
-        out[prefix or "_schema"] = [str(messages)]
-    return out
-
-
-def _is_message_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(m, str) for m in value)
 
 
 @dataclass(frozen=True)
@@ -133,9 +113,6 @@ class Normalised:
     # canonical field -> the sender's field it was read from, where that was inferred (a
     # normalised name, a value's shape) rather than mapped by name: said in the answer.
     matched_fields: dict[str, str] = field(default_factory=dict)
-
-
-EventHandler = Callable[..., list[LeadUpdateCommand]]
 
 
 class SourceAdapter:

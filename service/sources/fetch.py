@@ -13,18 +13,17 @@ batch that names one contact many times, or a redelivery, costs one call.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from service.domain.backoff import backoff_seconds
+from service.domain.http import make_session, parse_retry_after
+from service.domain.ttl_cache import SharedTTLCache
 from service.redact import redact
 
 log = logging.getLogger("leadrelay.sources.fetch")
@@ -72,36 +71,6 @@ class FetchPolicy:
     cache_size: int = 10_000
 
 
-class TTLCache:
-    """Thread-safe, bounded, least-recently-set eviction."""
-
-    def __init__(self, ttl: float, size: int) -> None:
-        self.ttl = ttl
-        self.size = size
-        self._items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Any:
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return None
-            expires, value = item
-            if expires < time.monotonic():
-                del self._items[key]
-                return None
-            return value
-
-    def put(self, key: str, value: Any) -> None:
-        if self.ttl <= 0:
-            return
-        with self._lock:
-            self._items[key] = (time.monotonic() + self.ttl, value)
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-
 class FetchClient:
     def __init__(
         self,
@@ -115,12 +84,8 @@ class FetchClient:
         self.policy = policy
         self.name = name
         self.classifier = classifier
-        self.cache = TTLCache(policy.cache_ttl_seconds, policy.cache_size)
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers.update(dict(headers or {}))
+        self.cache = SharedTTLCache(policy.cache_ttl_seconds, policy.cache_size)
+        self.session = make_session(16, headers)
 
     def deadline(self) -> float:
         """A monotonic deadline for all the look-ups of one webhook request."""
@@ -191,22 +156,13 @@ class FetchClient:
             verdict,
             f"{self.name}: HTTP {response.status_code}",
             response.status_code,
-            _retry_after(response.headers.get("Retry-After")),
+            parse_retry_after(response.headers.get("Retry-After")),
         )
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.policy.backoff_max_seconds)
         return backoff_seconds(attempt, self.policy.backoff_base_seconds, self.policy.backoff_max_seconds)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def policy_from(settings: Mapping[str, Any]) -> FetchPolicy:

@@ -53,14 +53,14 @@ class SenderAdapter(SourceAdapter):
         """(event type, event) for each event the request carries."""
         raise NotImplementedError
 
-    def prepare(self, events: list[tuple[str, Any]], request: InboundRequest) -> Any:
+    def shared_context(self, events: list[tuple[str, Any]], request: InboundRequest) -> Any:
         """Work shared by all events of one request (a batched look-up); passed to handlers."""
         return None
 
     def normalise(self, payload: Any, request: InboundRequest) -> Normalised:
         out = Normalised()
         events = list(self.events(payload, request))
-        context = self.prepare([(t, e) for t, e in events if t in self.handlers], request)
+        context = self.shared_context([(t, e) for t, e in events if t in self.handlers], request)
         for event_type, event in events:
             method = self.handlers.get(event_type)
             if method is None:

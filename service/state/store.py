@@ -1,5 +1,5 @@
-"""The one SQL implementation of the state interface: dedup claims, the command queue and the
-delivery ledger (the event log, controls and retention are mixed in from sibling modules).
+"""The one SQL implementation of the state interface: the command queue and the delivery
+ledger (dedup keys, the event log, controls and retention are mixed in from sibling modules).
 
 A command row is written once; each delivery row moves
 `pending -> in_flight -> delivered | pending (retry) | polling | dead_lettered`.
@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from service.command import LeadUpdateCommand
-from service.domain.state import Claim, Delivery, DeliveryGroup
+from service.domain.state import Delivery, DeliveryGroup
 from service.domain.statuses import DeliveryStatus
 from service.redact import redact_obj
 from service.state.controls import ControlsMixin
+from service.state.dedup_keys import DedupKeysMixin
 from service.state.engine import Engine, Session
 from service.state.event_log import EventLogMixin
 
@@ -24,7 +25,7 @@ POLL_LEASE_SECONDS = 300.0
 PARAMS_PER_STATEMENT = 500  # SQLite's limit on bound parameters is 999 on old builds
 
 
-class SqlStateStore(EventLogMixin, ControlsMixin):
+class SqlStateStore(DedupKeysMixin, EventLogMixin, ControlsMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect
@@ -46,53 +47,6 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
     def ping(self) -> None:
         with self.read() as db:
             db.execute("SELECT 1 AS x").fetchone()
-
-    # ---- dedup ---------------------------------------------------------------------------
-
-    def claim(self, key: str, pending_seconds: int) -> Claim:
-        """Claim before, confirm after: a pending claim expires, so a crash between claim and
-        confirm lets the sender's retry in rather than losing it as a "duplicate". One
-        conditional upsert, atomic in both engines (PostgreSQL waits on the row's lock)."""
-        now = time.time()
-        with self.transaction() as db:
-            taken = db.execute(
-                "INSERT INTO dedup (key, state, expires_at) VALUES (?, 'pending', ?)"
-                " ON CONFLICT (key) DO UPDATE SET state = 'pending', expires_at = excluded.expires_at"
-                " WHERE dedup.expires_at <= ? RETURNING key",
-                (key, now + pending_seconds, now),
-            ).fetchone()
-            if taken is not None:
-                return Claim.CLAIMED
-            row = db.execute("SELECT state FROM dedup WHERE key = ?", (key,)).fetchone()
-        return Claim.DUPLICATE if row is not None and row["state"] == "done" else Claim.IN_PROGRESS
-
-    def confirm(self, key: str, window_seconds: int) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE dedup SET state = 'done', expires_at = ? WHERE key = ?",
-                (time.time() + window_seconds, key),
-            )
-
-    def release(self, key: str) -> None:
-        with self.transaction() as db:
-            db.execute("DELETE FROM dedup WHERE key = ? AND state = 'pending'", (key,))
-
-    # A value shares the claims' table, its `state` column holding the value: the keys of the
-    # two uses never collide (claims are `cmd:...`, values are named by their user, `fpl:...`).
-    def get(self, key: str) -> str | None:
-        with self.read() as db:
-            row = db.execute(
-                "SELECT state FROM dedup WHERE key = ? AND expires_at > ?", (key, time.time())
-            ).fetchone()
-        return None if row is None else str(row["state"])
-
-    def put(self, key: str, value: str, ttl_seconds: int) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO dedup (key, state, expires_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at",
-                (key, value, time.time() + ttl_seconds),
-            )
 
     # ---- queue ---------------------------------------------------------------------------
 
@@ -358,7 +312,6 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
         count_attempt: bool = True,
         request_id: str | None = None,
         field_versions: dict[str, str] | None = None,
-        attempts_override: dict[str, int] | None = None,
         count_poll: bool = False,
     ) -> None:
         """Write one outcome for every delivery of a group, atomically, and append it to the
@@ -367,8 +320,6 @@ class SqlStateStore(EventLogMixin, ControlsMixin):
         rows = []
         for delivery in group.deliveries:
             attempts = delivery.attempts + (1 if count_attempt else 0)
-            if attempts_override and delivery.command.command_id in attempts_override:
-                attempts = attempts_override[delivery.command.command_id]
             rows.append(
                 (
                     status, attempts, request_id, 1 if count_poll else 0,

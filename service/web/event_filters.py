@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.domain.state import EventFilter
+from service.domain.statuses import DeliveryStatus
 
-EVENT_STATUSES = ("pending", "in_flight", "polling", "delivered", "dead_lettered", "duplicate")
+EVENT_STATUSES = tuple(status.value for status in DeliveryStatus)
 FILTER_FIELDS = ("status", "provider", "source", "event_type", "lead", "since", "until")
 
 

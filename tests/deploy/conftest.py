@@ -20,8 +20,8 @@ import pytest
 import requests
 import yaml
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.leadsquared import create_leadsquared_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.simulation import ServedApp
 from tests.support import (
     ADMIN_TOKEN,
     LSQ_ACCESS_KEY,

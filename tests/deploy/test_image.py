@@ -76,7 +76,7 @@ def test_dockerignore_keeps_tests_and_secrets_out_of_the_context() -> None:
     for path in ("tests/support.py", "tests/deploy/conftest.py", "bench/ingest.py", ".venv/bin/python", ".env",
                  "var/leadrelay.db", "helm/leadrelay/values.yaml", ".git/config"):  # fmt: skip
         assert not sent(path), path
-    for path in ("pyproject.toml", "service/app.py", "handlers/leadsquared.py", "consumers/__init__.py",
+    for path in ("pyproject.toml", "service/app.py", "handlers/leadsquared/handler.py", "consumers/__init__.py",
                  "config/leadrelay.yaml"):  # fmt: skip
         assert sent(path), path
 

@@ -3,8 +3,8 @@ scheduled on the retry topic as a status poll, and the poll's answer ends the de
 
 from __future__ import annotations
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.leadsquared import create_leadsquared_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.simulation import ServedApp
 from tests.kafka.conftest import command, headers_of, produce_commands, read_topic
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, admin_get, wait_until
 

@@ -42,6 +42,7 @@ def test_release_never_drops_a_confirmed_key(dedup) -> None:
     assert dedup.claim("cmd:c", 60) is Claim.DUPLICATE
 
 
+@pytest.mark.slow
 def test_pending_claim_of_a_crashed_request_expires(dedup) -> None:
     # Claimed, then the process died before the queue write: the sender's retry must win later.
     assert dedup.claim("cmd:d", 1) is Claim.CLAIMED
@@ -49,6 +50,7 @@ def test_pending_claim_of_a_crashed_request_expires(dedup) -> None:
     assert dedup.claim("cmd:d", 60) is Claim.CLAIMED
 
 
+@pytest.mark.slow
 def test_window_expires(dedup) -> None:
     dedup.claim("cmd:e", 60)
     dedup.confirm("cmd:e", 1)
@@ -77,6 +79,7 @@ def test_redis_down_is_reported_not_guessed() -> None:
         store.ping()
 
 
+@pytest.mark.slow
 def test_values_get_put_replace_and_expire(dedup) -> None:
     assert dedup.get("fpl:generic:email:a@example.com") is None
     dedup.put("fpl:generic:email:a@example.com", "fp1 generic:m1", 3600)

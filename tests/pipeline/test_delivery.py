@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import requests
 
 from tests.support import (
@@ -89,6 +90,7 @@ def test_two_500s_then_success_ends_delivered(service, lsq_sim) -> None:
     assert [c["status"] for c in sim_calls(lsq_sim.url, "Lead.Update")] == [500, 500, 200]
 
 
+@pytest.mark.slow
 def test_transient_failures_give_up_into_the_dead_letters(service, lsq_sim) -> None:
     [lead_id] = seed(lsq_sim, {"EmailAddress": "jane@example.com"})
     fault(lsq_sim, "Lead.Update", 503, count=50)
@@ -100,6 +102,7 @@ def test_transient_failures_give_up_into_the_dead_letters(service, lsq_sim) -> N
     assert "gave up after 5 attempts" in delivery["last_error"]
 
 
+@pytest.mark.slow
 def test_429_reschedules_without_spending_the_retry_budget(make_service, lsq_sim, tmp_path) -> None:
     # A short window so the test waits out 429s quickly; LeadSquared documents no Retry-After,
     # so after a 429 the limiter treats the whole window as used.
@@ -208,6 +211,7 @@ def test_waiting_commands_for_one_lead_are_coalesced_into_one_call(service, lsq_
         assert event_of(service, f"generic:m{index}")["status"] == "delivered"
 
 
+@pytest.mark.slow
 def test_a_misconfigured_provider_keeps_events_waiting_visibly(make_service, tmp_path) -> None:
     # LeadSquared without its keys is refused at start-up (config); Octanist without its
     # api_key starts and waits, visibly.

@@ -99,9 +99,9 @@ def test_each_sender_declares_whether_the_guard_applies(tmp_path) -> None:
 def test_a_pipedrive_stage_revert_ends_at_the_senders_latest_stage(make_service, lsq_sim, tmp_path) -> None:
     """427 -> 428, 428 -> 427, 427 -> 428: three real changes with their own `meta.id`; the
     CRM ends where Pipedrive is (the guard does not apply to Pipedrive)."""
-    from handlers.simulators.common import ServedApp
-    from service.sources.simulators.pipedrive import create_pipedrive_simulator
+    from handlers.simulation import ServedApp
     from tests.senders.conftest import PIPEDRIVE_TOKEN, fixture_json, pipedrive_headers, senders_config
+    from tests.senders.pipedrive.api_simulator import create_pipedrive_simulator
 
     person = {
         "id": 1,

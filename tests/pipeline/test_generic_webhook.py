@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from service.sources.base import InboundRequest
-from service.sources.generic import verify_standard_webhook
+from service.sources.generic.adapter import verify_standard_webhook
 from tests.support import canonical_event, post_generic, signed_headers
 
 VECTORS = Path("/work/shared/research/standard-webhooks")

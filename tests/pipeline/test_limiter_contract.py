@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
 import redis
 
 from service.domain.limits import SAFETY_MARGIN_SECONDS, RateLimiter
@@ -102,6 +103,7 @@ def test_redis_settle_restamps_a_late_call(redis_url: str, redis_prefix: str) ->
     assert 0.5 < wait <= 0.5 + SAFETY_MARGIN_SECONDS
 
 
+@pytest.mark.slow
 def test_redis_never_more_than_n_in_any_window_with_429s_and_late_calls(
     redis_url: str, redis_prefix: str
 ) -> None:

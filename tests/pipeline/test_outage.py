@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import requests
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.leadsquared import create_leadsquared_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.simulation import ServedApp
 from service.dispatcher import EmbeddedDispatcher
 from tests.support import (
     LSQ_ACCESS_KEY,
@@ -113,6 +113,7 @@ def send_two_per_lead(service: Any, emails: list[str]) -> dict[str, str]:
     return newest
 
 
+@pytest.mark.slow
 def test_a_150_second_outage_compressed_ends_with_no_dead_letter_and_few_calls(
     make_service: Any, fast_sim: ServedApp, tmp_path: Path
 ) -> None:
@@ -137,6 +138,7 @@ def test_a_150_second_outage_compressed_ends_with_no_dead_letter_and_few_calls(
     assert providers["leadsquared"]["breaker"] == "closed"
 
 
+@pytest.mark.slow
 def test_a_401_storm_opens_the_breaker_and_it_stays_open_until_resumed(
     make_service: Any, fast_sim: ServedApp, tmp_path: Path
 ) -> None:
@@ -176,6 +178,7 @@ def test_a_401_storm_opens_the_breaker_and_it_stays_open_until_resumed(
     assert len(dead) + len(delivered) == len(ids)
 
 
+@pytest.mark.slow
 def test_one_failing_provider_does_not_delay_another(
     make_service: Any, fast_sim: ServedApp, lsq_sim: ServedApp, tmp_path: Path
 ) -> None:
@@ -214,6 +217,7 @@ def test_one_failing_provider_does_not_delay_another(
     assert events_with(service, "dead_lettered") == []
 
 
+@pytest.mark.slow
 def test_real_time_outage_with_the_default_schedule_and_breaker(
     make_service: Any, lsq_sim: ServedApp, tmp_path: Path
 ) -> None:

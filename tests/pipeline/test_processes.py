@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 import requests
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.leadsquared import create_leadsquared_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.simulation import ServedApp
 from tests.support import (
     LSQ_ACCESS_KEY,
     LSQ_SECRET_KEY,

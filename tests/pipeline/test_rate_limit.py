@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import requests
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.leadsquared import create_leadsquared_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.simulation import ServedApp
 from service.pipeline.ratelimit import InProcessRateLimiter
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, base_config, post_generic, sim_calls
 
@@ -23,6 +24,7 @@ def max_in_any_window(times: list[float], window: float) -> int:
     return best
 
 
+@pytest.mark.slow
 def test_limiter_never_allows_more_than_n_in_any_window_across_threads() -> None:
     limiter = InProcessRateLimiter()
     granted: list[float] = []
@@ -46,6 +48,7 @@ def test_limiter_never_allows_more_than_n_in_any_window_across_threads() -> None
     assert len(granted) >= 20  # and it did let calls through, about 10 per window
 
 
+@pytest.mark.slow
 def test_dispatcher_keeps_the_provider_limit_with_no_429(make_service, tmp_path) -> None:
     sim = ServedApp(
         create_leadsquared_simulator(LSQ_ACCESS_KEY, LSQ_SECRET_KEY, rate_limit=(10, 1.0))

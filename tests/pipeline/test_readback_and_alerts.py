@@ -16,7 +16,7 @@ from flask import Flask, request
 from standardwebhooks.webhooks import Webhook
 
 from handlers.base import DeliveryResult, Outcome
-from handlers.simulators.common import ServedApp
+from handlers.simulation import ServedApp
 from service import metrics
 from service.cli import main as cli_main
 from service.dispatcher import EmbeddedDispatcher
@@ -31,6 +31,7 @@ from tests.support import ThreadedDispatcher, base_config, post_generic, sim_cal
 ALERT_SECRET = "whsec_" + base64.b64encode(b"alert-signing-secret-0123456789").decode()
 
 
+@pytest.mark.slow
 def test_a_rate_limited_read_back_waits_and_asks_again_instead_of_resending(
     make_service: Any, lsq_sim: ServedApp, tmp_path: Path
 ) -> None:
@@ -122,6 +123,7 @@ def test_alerts_are_signed_slack_compatible_notifications() -> None:
     )
 
 
+@pytest.mark.slow
 def test_cli_admin_readyz_and_metrics_show_and_control_the_breaker(
     make_service: Any, lsq_sim: ServedApp, tmp_path: Path, capsys: Any
 ) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import requests
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.leadsquared import create_leadsquared_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.simulation import ServedApp
 from service.pipeline.wakeup import Notifier, Waiter, wakeup_address
 from tests.support import (
     LSQ_ACCESS_KEY,

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.leadsquared import create_leadsquared_simulator
-from handlers.simulators.octanist import create_octanist_simulator
-from handlers.simulators.pollybot import create_pollybot_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.octanist.simulator import create_octanist_simulator
+from handlers.pollybot.simulator import create_pollybot_simulator
+from handlers.simulation import ServedApp
 from tests.providers.helpers import LSQ_ASYNC_KEY, OCTANIST_KEY, POLLYBOT_KEY
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY
 

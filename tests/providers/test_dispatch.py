@@ -3,10 +3,11 @@ the dispatcher, real simulators out."""
 
 from __future__ import annotations
 
+import pytest
 import requests
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.leadsquared import create_leadsquared_simulator
+from handlers.leadsquared.simulator import create_leadsquared_simulator
+from handlers.simulation import ServedApp
 from tests.providers.helpers import fault, provider_entry, routed_config, seed
 from tests.support import (
     LSQ_ACCESS_KEY,
@@ -178,6 +179,7 @@ def test_an_older_event_never_overwrites_a_newer_field(tmp_path, make_service, l
     assert lsq_updates(lsq_sim.url)[-1]["json"] == [{"Attribute": "mx_City", "Value": "Oslo"}]
 
 
+@pytest.mark.slow
 def test_429_waits_retry_after_without_using_the_retry_budget(tmp_path, make_service, lsq_sim) -> None:
     seed(lsq_sim.url, [{"EmailAddress": JANE}])
     fault(lsq_sim.url, "Lead.Update", 429, count=2, headers={"Retry-After": "1"})
@@ -192,6 +194,7 @@ def test_429_waits_retry_after_without_using_the_retry_budget(tmp_path, make_ser
     assert ledger["status"] == "delivered" and ledger["attempts"] == 1
 
 
+@pytest.mark.slow
 def test_commands_arriving_behind_the_limiter_join_the_waiting_call(tmp_path, make_service, lsq_sim) -> None:
     ids = seed(lsq_sim.url, [{"EmailAddress": "a@example.com"}, {"EmailAddress": "b@example.com"}])
     providers = {
@@ -231,6 +234,7 @@ def test_commands_arriving_behind_the_limiter_join_the_waiting_call(tmp_path, ma
     assert all(deliveries(service, m)["leadsquared"]["status"] == "delivered" for m in ("b1", "b2", "b3"))
 
 
+@pytest.mark.slow
 def test_lead_lookups_take_rate_limit_slots_of_their_own(tmp_path, make_service) -> None:
     sim = ServedApp(create_leadsquared_simulator(LSQ_ACCESS_KEY, LSQ_SECRET_KEY, rate_limit=(4, 1.0))).start()
     try:

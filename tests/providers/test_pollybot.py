@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from handlers.base import Outcome
-from handlers.simulators.common import ServedApp
-from handlers.simulators.pollybot import create_pollybot_simulator
+from handlers.pollybot.simulator import create_pollybot_simulator
+from handlers.simulation import ServedApp
 from tests.providers.helpers import (
     POLLYBOT_KEY,
     build_handler,

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import requests
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.octanist import create_octanist_simulator
-from handlers.simulators.pollybot import create_pollybot_simulator
+from handlers.octanist.simulator import create_octanist_simulator
+from handlers.pollybot.simulator import create_pollybot_simulator
+from handlers.simulation import ServedApp
 from tests.providers.helpers import LSQ_ASYNC_KEY, OCTANIST_KEY, POLLYBOT_KEY, script_async, seed
-from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY
+from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, wait_until
 
 LSQ_AUTH = {"accessKey": LSQ_ACCESS_KEY, "secretKey": LSQ_SECRET_KEY}
 BODY = [{"Attribute": "mx_City", "Value": "London"}]
@@ -38,8 +36,7 @@ def test_leadsquared_async_contract(lsq_async_sim) -> None:
         return answer.json()["TaskStatus"]["Status"]
 
     assert status() == "In-Queue"  # moves on over time
-    time.sleep(0.35)
-    assert status() == "Success"
+    wait_until(lambda: status() == "Success", timeout=5, what="the async task to complete")
     assert requests.get(f"{lsq_async_sim.url}/lead/nope", headers=key, timeout=5).status_code == 404
 
 
@@ -113,8 +110,8 @@ def test_octanist_contract() -> None:
 
 
 def test_unknown_paths_and_methods_answer_in_each_providers_shape() -> None:
-    from handlers.simulators.octanist import create_octanist_simulator
-    from handlers.simulators.pollybot import create_pollybot_simulator
+    from handlers.octanist.simulator import create_octanist_simulator
+    from handlers.pollybot.simulator import create_pollybot_simulator
 
     polly = create_pollybot_simulator(api_key="k").test_client()
     answer = polly.get("/api/v9/nope", headers={"Authorization": "Bearer k"})

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import requests
 
-from handlers.simulators.common import ServedApp
-from service.sources.simulators.hubspot import create_hubspot_simulator
-from service.sources.simulators.meta_graph import create_graph_simulator
-from service.sources.simulators.pipedrive import create_pipedrive_simulator
+from handlers.simulation import ServedApp
+from tests.senders.hubspot.crm_simulator import create_hubspot_simulator
+from tests.senders.meta.graph_simulator import create_graph_simulator
+from tests.senders.pipedrive.api_simulator import create_pipedrive_simulator
 from tests.support import admin_get, base_config, deep_merge
 
 HERE = Path(__file__).resolve().parent

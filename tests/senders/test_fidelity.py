@@ -13,9 +13,9 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from handlers.simulators.common import ServedApp
-from handlers.simulators.octanist import create_octanist_simulator
-from handlers.simulators.pollybot import create_pollybot_simulator
+from handlers.octanist.simulator import create_octanist_simulator
+from handlers.pollybot.simulator import create_pollybot_simulator
+from handlers.simulation import ServedApp
 from tests.senders.conftest import (
     UNBOUNCE_TOKEN,
     calendly_headers,

@@ -163,6 +163,7 @@ def every_sender(
     return make_service(senders_config(tmp_path, sims, google_ads={"accept_test_leads": True}))
 
 
+@pytest.mark.slow
 def test_no_hostile_body_or_header_gets_a_server_error(every_sender: Any) -> None:
     url = every_sender.url
     answers: list[tuple[str, str, int, str]] = []
@@ -246,6 +247,7 @@ def test_upstream_failure_answer_names_no_internal_address(senders: Any) -> None
         assert internal not in answer.text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("worker_class", ["gthread", "sync"])
 def test_malformed_chunked_framing_is_400_under_gunicorn(tmp_path: Path, worker_class: str) -> None:
     raw = senders_config(tmp_path)

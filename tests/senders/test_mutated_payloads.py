@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -82,6 +83,7 @@ def senders_under_test(url: str) -> dict[str, tuple[str, str, Any]]:
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_signed_mangled_payloads_never_break_the_service(
     make_service: Any, tmp_path: Path, hubspot_sim: Any, graph_sim: Any, pipedrive_sim: Any
 ) -> None:

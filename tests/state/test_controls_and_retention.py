@@ -16,6 +16,7 @@ from tests.state.conftest import make_command
 DAY = 86400.0
 
 
+@pytest.mark.slow
 def test_provider_controls_round_trip_and_update_in_place(store: SqlStateStore) -> None:
     assert store.provider_controls() == {}
     store.put_provider_control(
@@ -81,6 +82,7 @@ def test_prune_removes_old_finished_commands_and_keeps_the_rest(store: SqlStateS
     assert store.get_event("generic:20")["status"] == "pending"
 
 
+@pytest.mark.slow
 def test_an_unreachable_database_raises_state_unavailable(tmp_path: object) -> None:
     engine = PostgresEngine(
         "postgresql://postgres@127.0.0.1:1/none",
@@ -104,6 +106,7 @@ def test_a_statement_over_the_timeout_raises_state_unavailable(postgres_database
     engine.close()
 
 
+@pytest.mark.slow
 def test_the_background_pruner_removes_expired_rows_on_its_own(store: SqlStateStore) -> None:
     from service.state.retention import RetentionPruner
 

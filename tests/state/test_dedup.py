@@ -7,6 +7,8 @@ import multiprocessing
 import threading
 import time
 
+import pytest
+
 from service.domain.state import Claim
 from service.state import SqlStateStore
 from tests.state.conftest import StoreSpec
@@ -28,6 +30,7 @@ def test_release_frees_a_pending_claim_but_never_a_confirmed_one(store: SqlState
     assert store.claim("cmd:b", 60) is Claim.DUPLICATE
 
 
+@pytest.mark.slow
 def test_an_expired_pending_claim_is_taken_again(store: SqlStateStore) -> None:
     assert store.claim("cmd:c", 1) is Claim.CLAIMED
     deadline = time.time() + 5

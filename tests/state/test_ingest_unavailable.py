@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import requests
 
 from tests.support import (
@@ -29,6 +30,7 @@ def _set_connections(database: ScratchDatabase, allowed: bool) -> None:
             )
 
 
+@pytest.mark.slow
 def test_ingest_answers_503_while_postgresql_refuses_and_recovers(
     make_service: Any, tmp_path: Path, postgres_database: ScratchDatabase
 ) -> None:
@@ -75,6 +77,7 @@ def test_ingest_answers_503_while_postgresql_refuses_and_recovers(
         database.drop()
 
 
+@pytest.mark.slow
 def test_the_embedded_dispatcher_waits_out_a_database_outage(
     make_service: Any, tmp_path: Path, postgres_database: ScratchDatabase, lsq_sim: Any, caplog: Any
 ) -> None:

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from service.domain.state import EventFilter
 from service.state import SqlStateStore, migrate
 from service.state.engine import PostgresEngine, SQLiteEngine
@@ -82,6 +84,7 @@ def test_postgresql_migrates_from_empty_once(postgres_database: ScratchDatabase)
         scratch.drop()
 
 
+@pytest.mark.slow
 def test_the_migrate_command_applies_and_checks(tmp_path: Path) -> None:
     config = tmp_path / "leadrelay.yaml"
     config.write_text(f"storage:\n  path: {tmp_path / 'cli.db'}\nlogging:\n  json: false\n")

@@ -17,7 +17,7 @@ from service.command import (
     normalise_email,
     normalise_phone,
 )
-from service.config import StringList
+from service.domain.validators import StringList
 from service.sources.base import InboundRequest, Normalised, PayloadInvalid, SourceAdapter
 from service.sources.common import clean_changes, received
 from service.sources.mapped.mapping import apply_specs, compile_mapping

@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from service.config import StringList
+from service.domain.validators import StringList
 from service.sources.base import AuthenticationFailed, InboundRequest
 from service.sources.common import (
     b64_matches,
@@ -22,7 +22,7 @@ from service.sources.common import (
     require_header,
     same,
 )
-from service.sources.generic import verify_standard_webhook
+from service.sources.generic.adapter import verify_standard_webhook
 
 METHODS = ("none", "hmac", "basic", "api_key", "url_token", "standard_webhooks")
 DIGESTS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}

@@ -86,9 +86,6 @@ class SalesforceAdapter(SenderAdapter):
     def parse(self, request: InboundRequest) -> OutboundMessage:
         return self.message(request)
 
-    def event_id(self, payload: Any, request: InboundRequest) -> str | None:
-        return None  # one command per notification, each keyed by its own Id
-
     def events(self, payload: OutboundMessage, request: InboundRequest) -> list[tuple[str, Any]]:
         return [(n.object_type, (payload, n)) for n in payload.notifications]
 

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.senders.conftest import (
@@ -239,6 +240,7 @@ def test_out_of_range_occurred_at_is_a_400(senders: Any) -> None:
     assert "0.occurredAt" in response.json()["details"]
 
 
+@pytest.mark.slow
 def test_a_slow_crm_answers_503_within_the_deadline(
     make_service: Any, tmp_path: Path, hubspot_sim: Any
 ) -> None:
@@ -267,7 +269,7 @@ def test_unmapped_property_changes_cost_no_api_call(
 
 
 def test_v3_decodes_only_the_documented_escapes() -> None:
-    from service.sources.hubspot import v3_uri
+    from service.sources.hubspot.adapter import v3_uri
 
     url = "https://h.example/webhooks/hubspot?a=%3A%2F%3F%40%21%24%27%28%29%2A%2C%3B&b=%20%25"
     assert v3_uri(url) == "https://h.example/webhooks/hubspot?a=:/?@!$'()*,;&b=%20%25"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from handlers.simulators.common import ServedApp
+from handlers.simulation import ServedApp
 from tests.senders.mapped.conftest import (
     API_KEY,
     PASSWORD,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -44,6 +45,7 @@ def test_document_and_url_map_name_the_same_routes(senders: Any) -> None:
     assert set(source_param["schema"]["enum"]) == set(senders.config.sources)
 
 
+@pytest.mark.slow
 def test_real_answers_match_the_document(senders: Any) -> None:
     schema = schemathesis.openapi.from_url(f"{senders.url}/openapi.json")
     body = fixture_bytes("typeform", "form_response_docs_example.json")
@@ -60,6 +62,7 @@ def test_real_answers_match_the_document(senders: Any) -> None:
     schema["/v1/events"]["GET"].validate_response(listing)
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(senders: Any) -> None:
     """Generated requests against every documented operation (valid and invalid data): each
     answer must be a documented status with a documented body, and never a server error.

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from handlers.simulators.common import ServedApp
+from handlers.simulation import ServedApp
 from service.config import ConfigError
 from tests.senders.mapped.conftest import lsq_updates, seed_lead
 from tests.support import base_config, load, wait_until

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from tests.senders.conftest import UNBOUNCE_TOKEN, command_of, fixture_json, post, queued
+import pytest
+
+from service.config import ConfigError
+from tests.senders.conftest import UNBOUNCE_TOKEN, command_of, fixture_json, post, queued, senders_config
+from tests.support import load
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 BODY = urlencode(fixture_json("unbounce", "form_post_docs_example.json")).encode()
@@ -58,3 +63,11 @@ def test_renamed_fields_are_matched_by_normalised_name_and_shape(senders: Any) -
     assert response.json()["matched_fields"] == {"phone": "Phone-Number", "email": "Work_Contact"}
     command = command_of(senders, response.json()["command_id"])
     assert command["lead"] == {"id": None, "email": "stephen@example.com", "phone": "+16045550165"}
+
+
+def test_unbounce_cannot_be_bound_to_a_kafka_topic(tmp_path: Path) -> None:
+    """Its secret is the URL token: a Kafka record has none, so every record would fail."""
+    raw = senders_config(tmp_path)
+    raw["kafka"] = {"sources": [{"topic": "forms", "format": "unbounce"}]}
+    with pytest.raises(ConfigError, match="'unbounce' senders are HTTP only"):
+        load(raw)

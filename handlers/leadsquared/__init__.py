@@ -1,0 +1,1 @@
+"""LeadSquared sync (Lead.Update, seed 001): the handler and its simulator."""

@@ -1,0 +1,1 @@
+"""LeadSquared Async (seeds 000, 002): the handler and its simulator."""

@@ -1,0 +1,1 @@
+"""Octanist (seed 004): the handler and its simulator."""

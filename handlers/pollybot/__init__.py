@@ -1,0 +1,1 @@
+"""PollyBot (seed 003): the handler and its simulator."""

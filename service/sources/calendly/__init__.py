@@ -1,0 +1,1 @@
+"""Calendly (`type: calendly`): the adapter."""

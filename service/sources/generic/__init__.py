@@ -1,0 +1,1 @@
+"""The generic sender (`type: generic`, Standard Webhooks): the adapter."""

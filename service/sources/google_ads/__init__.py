@@ -1,0 +1,1 @@
+"""Google Ads lead forms (`type: google_ads`): the adapter."""

@@ -1,0 +1,1 @@
+"""HubSpot (`type: hubspot`): the adapter and its CRM look-up client."""

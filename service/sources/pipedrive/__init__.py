@@ -1,0 +1,1 @@
+"""Pipedrive (`type: pipedrive`): the adapter and its API look-up."""

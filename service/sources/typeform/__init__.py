@@ -1,0 +1,1 @@
+"""Typeform (`type: typeform`): the adapter."""

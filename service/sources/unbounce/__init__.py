@@ -1,0 +1,1 @@
+"""Unbounce (`type: unbounce`): the adapter."""

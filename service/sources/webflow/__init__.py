@@ -1,0 +1,1 @@
+"""Webflow (`type: webflow`): the adapter."""

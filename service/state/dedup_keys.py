@@ -1,0 +1,59 @@
+"""Dedup keys in the SQL store: claim-before, confirm-after ingest claims and short-lived values (the double-submit guard's)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from service.domain.state import Claim
+
+
+class DedupKeysMixin:
+    def transaction(self) -> Any: ...
+
+    def read(self) -> Any: ...
+
+    def claim(self, key: str, pending_seconds: int) -> Claim:
+        """Claim before, confirm after: a pending claim expires, so a crash between claim and
+        confirm lets the sender's retry in rather than losing it as a "duplicate". One
+        conditional upsert, atomic in both engines (PostgreSQL waits on the row's lock)."""
+        now = time.time()
+        with self.transaction() as db:
+            taken = db.execute(
+                "INSERT INTO dedup (key, state, expires_at) VALUES (?, 'pending', ?)"
+                " ON CONFLICT (key) DO UPDATE SET state = 'pending', expires_at = excluded.expires_at"
+                " WHERE dedup.expires_at <= ? RETURNING key",
+                (key, now + pending_seconds, now),
+            ).fetchone()
+            if taken is not None:
+                return Claim.CLAIMED
+            row = db.execute("SELECT state FROM dedup WHERE key = ?", (key,)).fetchone()
+        return Claim.DUPLICATE if row is not None and row["state"] == "done" else Claim.IN_PROGRESS
+
+    def confirm(self, key: str, window_seconds: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE dedup SET state = 'done', expires_at = ? WHERE key = ?",
+                (time.time() + window_seconds, key),
+            )
+
+    def release(self, key: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM dedup WHERE key = ? AND state = 'pending'", (key,))
+
+    # A value shares the claims' table, its `state` column holding the value: the keys of the
+    # two uses never collide (claims are `cmd:...`, values are named by their user, `fpl:...`).
+    def get(self, key: str) -> str | None:
+        with self.read() as db:
+            row = db.execute(
+                "SELECT state FROM dedup WHERE key = ? AND expires_at > ?", (key, time.time())
+            ).fetchone()
+        return None if row is None else str(row["state"])
+
+    def put(self, key: str, value: str, ttl_seconds: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO dedup (key, state, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at",
+                (key, value, time.time() + ttl_seconds),
+            )
