@@ -15,6 +15,7 @@ A batch of one is the single-accept path: there is no second way to write.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -30,10 +31,12 @@ _SAVEPOINT = "unit_of_work"
 class _Unit(Generic[T]):
     """One caller's work and, once the batch is over, its result or error."""
 
-    __slots__ = ("work", "answered", "leads", "result", "error")
+    __slots__ = ("work", "context", "answered", "leads", "result", "error")
 
     def __init__(self, work: Callable[[], T]) -> None:
         self.work = work
+        # Run by the leader's thread in the caller's context: its log lines keep the caller's request id.
+        self.context = contextvars.copy_context()
         self.answered = threading.Event()
         self.leads = False  # set by the previous leader: this caller leads the next batch
         self.result: T | None = None
@@ -75,7 +78,7 @@ class GroupCommit:
         while True:
             if unit.leads:
                 unit.leads = False
-                self._lead()
+                self._lead(unit)
             unit.answered.wait()
             if not unit.leads:
                 break
@@ -84,7 +87,7 @@ class GroupCommit:
             raise unit.error
         return unit.result  # type: ignore[return-value]
 
-    def _lead(self) -> None:
+    def _lead(self, own: _Unit[Any]) -> None:
         batch: list[_Unit[Any]] = []
         try:
             with self._begin() as db:
@@ -95,7 +98,11 @@ class GroupCommit:
         except BaseException as exc:  # the BEGIN or the COMMIT failed: nothing of the batch is durable
             batch = batch or self._take()
             for unit in batch:
-                unit.error = exc
+                # An interrupted leader (KeyboardInterrupt, SystemExit) is its own matter: the others retry.
+                interrupted = not isinstance(exc, Exception) and unit is not own
+                unit.error = (
+                    StateUnavailable("the shared transaction was interrupted") if interrupted else exc
+                )
         finally:
             self._answer(batch)
 
@@ -109,7 +116,7 @@ class GroupCommit:
     def _run_one(self, db: Any, unit: _Unit[Any]) -> None:
         db.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
-            unit.result = unit.work()
+            unit.result = unit.context.run(unit.work)
         except Exception as exc:
             # Only this unit's statements are undone; a failure here fails the whole batch.
             db.execute(f"ROLLBACK TO {_SAVEPOINT}")

@@ -191,3 +191,37 @@ def test_an_engine_error_in_a_unit_answers_state_unavailable(tmp_path: Path) -> 
     store.enqueue(make_command(1))  # the engine still writes
     assert store.get_event("generic:1") is not None
     store.close()
+
+
+def test_units_run_in_their_callers_context(tmp_path: Path) -> None:
+    """The leader runs its neighbours' work: their log lines must keep their own request ids."""
+    from service.logs import request_id_var
+    from service.state import migrate
+
+    store = SqlStateStore(SQLiteEngine(tmp_path / "state.db"))
+    migrate(store.engine)
+    group = store.engine.group_commit
+    seen: dict[str, str | None] = {}
+    release, held = threading.Event(), threading.Event()
+
+    def hold_write_lock() -> None:
+        with store.transaction():
+            held.set()
+            release.wait(10)
+
+    def caller(name: str) -> None:
+        request_id_var.set(name)
+        seen[name] = store.commit_together(request_id_var.get)
+
+    holder = threading.Thread(target=hold_write_lock)
+    holder.start()
+    held.wait(10)
+    threads = [threading.Thread(target=caller, args=(f"request-{n}",), daemon=True) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: group.waiting() == 4)
+    release.set()
+    for thread in [holder, *threads]:
+        thread.join(10)
+    assert seen == {f"request-{n}": f"request-{n}" for n in range(4)}
+    store.close()
