@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
 from handlers import build_handlers
 from handlers.base import ConversionError, PermanentError, ProviderHandler
@@ -29,6 +28,12 @@ from service.domain.state import Claim
 from service.sources.base import PayloadInvalid
 
 log = logging.getLogger("leadrelay.ingest")
+
+T = TypeVar("T")
+
+
+def _run_alone(work: Callable[[], T]) -> T:
+    return work()
 
 
 class CommandQueue(Protocol):
@@ -59,17 +64,18 @@ class Ingestor:
         config: Config,
         dedup: DedupStore,
         queue: CommandQueue,
-        unit_of_work: Callable[[], AbstractContextManager[Any]] | None = None,
+        commit_together: Callable[[Callable[[], IngestResult]], IngestResult] | None = None,
         on_enqueued: Callable[[], None] | None = None,
     ) -> None:
-        """`unit_of_work`: when dedup keys and the queue live in one database (the state
-        store), its transaction: claim, queue and confirm then commit once, with no window
-        between them. `on_enqueued`: called once a command is durably queued (the embedded
-        dispatcher's wake-up)."""
+        """`commit_together`: when dedup keys and the queue live in one database (the state
+        store), its group commit: claim, queue and confirm of one command run in one
+        transaction (shared with concurrent accepts, each in its own savepoint) and return once
+        it committed, with no window between them. `on_enqueued`: called once a command is
+        durably queued (the embedded dispatcher's wake-up)."""
         self.config = config
         self.dedup = dedup
         self.queue = queue
-        self.unit_of_work = unit_of_work or nullcontext
+        self.commit_together = commit_together or _run_alone
         self.on_enqueued = on_enqueued
         self.window = int(config["dedup"]["window_seconds"])
         self.fingerprint_window = int(config["dedup"]["fingerprint_window_seconds"])
@@ -106,11 +112,11 @@ class Ingestor:
             raise PayloadInvalid("a change does not have the type a provider's contract declares", problems)
 
     def accept(self, command: LeadUpdateCommand) -> IngestResult:
-        # Only the dedup and queue writes run inside the unit of work: with the embedded store
-        # it holds the database's write lock, which every web thread and worker takes in turn.
+        # Only the dedup and queue writes run inside the shared transaction: with the embedded
+        # store it holds the database's write lock, which every web thread and worker takes in
+        # turn.
         command = self._routed(command)
-        with self.unit_of_work():
-            result = self._accept(command)
+        result = self.commit_together(lambda: self._accept(command))
         if result.status == "accepted":
             metrics.COMMANDS_QUEUED.labels(source=command.source).inc()
             if log.isEnabledFor(logging.INFO):

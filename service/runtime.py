@@ -91,7 +91,9 @@ def build_runtime(config: Config) -> Runtime:
         ingestor = Ingestor(config, dedup, store, on_enqueued=wakeup.notify)
     else:
         dedup = store
-        ingestor = Ingestor(config, store, store, unit_of_work=store.transaction, on_enqueued=wakeup.notify)
+        ingestor = Ingestor(
+            config, store, store, commit_together=store.commit_together, on_enqueued=wakeup.notify
+        )
     return Runtime(
         config=config,
         store=store,

@@ -6,14 +6,17 @@ from __future__ import annotations
 import fcntl
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from service.domain.state import StateUnavailable
+from service.state.group_commit import GroupCommit
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class Engine(Protocol):
 
     def transaction(self) -> Any: ...
 
+    def commit_together(self, work: Callable[[], T]) -> T:
+        """Run `work` (the store's writes) in a write transaction, and return its result once that
+        transaction committed; inside an open transaction, `work` joins it."""
+
     def read(self) -> Any: ...
 
     def reclaim(self, tables: Sequence[str]) -> None: ...
@@ -86,6 +93,7 @@ class SQLiteEngine:
         self._nesting = _Nesting()
         self._write_lock = threading.Lock()
         self._lock_file = open(str(self.path) + ".write-lock", "a")  # noqa: SIM115 - lives as long as the engine
+        self.group_commit = GroupCommit(self.transaction, _sqlite_unavailable)
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -124,6 +132,13 @@ class SQLiteEngine:
         except sqlite3.OperationalError as exc:
             raise StateUnavailable(f"sqlite: {exc}") from exc
 
+    def commit_together(self, work: Callable[[], T]) -> T:
+        """Concurrent callers of this process share one transaction and one fsync (group commit,
+        each in its own savepoint); each returns only after that commit."""
+        if self._nesting.depth:
+            return work()
+        return self.group_commit.run(work)
+
     @contextmanager
     def read(self) -> Iterator[Session]:
         if self._nesting.depth:
@@ -154,6 +169,10 @@ class SQLiteEngine:
         if db is not None:
             db.close()
             self._local.db = None
+
+
+def _sqlite_unavailable(exc: BaseException) -> StateUnavailable | None:
+    return StateUnavailable(f"sqlite: {exc}") if isinstance(exc, sqlite3.OperationalError) else None
 
 
 class _PgSession:
@@ -231,6 +250,12 @@ class PostgresEngine:
         except self._errors as exc:
             self._drop_broken_connections()
             raise StateUnavailable(f"postgresql: {type(exc).__name__}: {exc}") from exc
+
+    def commit_together(self, work: Callable[[], T]) -> T:
+        """One transaction per caller: commits on different pooled connections run in parallel,
+        and the server's WAL flush for one commit covers the others written by then."""
+        with self.transaction():
+            return work()
 
     def _drop_broken_connections(self) -> None:
         """After a failure the idle connections may be dead too (a server restart kills them

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from service.command import LeadUpdateCommand
 from service.domain.state import Delivery, DeliveryGroup
@@ -20,6 +20,8 @@ from service.state.controls import ControlsMixin
 from service.state.dedup_keys import DedupKeysMixin
 from service.state.engine import Engine, Session
 from service.state.event_log import EventLogMixin
+
+T = TypeVar("T")
 
 POLL_LEASE_SECONDS = 300.0
 PARAMS_PER_STATEMENT = 500  # SQLite's limit on bound parameters is 999 on old builds
@@ -33,6 +35,11 @@ class SqlStateStore(DedupKeysMixin, EventLogMixin, ControlsMixin):
     def transaction(self) -> Any:
         """One write transaction; the store's calls made inside it join it (one commit)."""
         return self.engine.transaction()
+
+    def commit_together(self, work: Callable[[], T]) -> T:
+        """Run `work` (calls of this store) in a write transaction shared with concurrent callers
+        (group commit on SQLite); return its result only once that transaction committed."""
+        return self.engine.commit_together(work)
 
     def read(self) -> Any:
         return self.engine.read()
