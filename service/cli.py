@@ -105,14 +105,14 @@ def start_sandbox(config: Config) -> list[Any]:
 
 def gunicorn_command(config: Config) -> list[str]:
     server = config["server"]
-    conf = Path(__file__).with_name("gunicorn_conf.py")
+    conf = Path(__file__).parent / "web" / "gunicorn_conf.py"
     return [
         sys.executable, "-m", "gunicorn",
         "-c", str(conf),
         "--bind", server["bind"],
         "--workers", str(server["workers"]),
         "--threads", str(server["threads"]),
-        "service.app:create_app()",
+        "service.web.app:create_app()",
     ]  # fmt: skip
 
 
@@ -475,7 +475,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
         return 2
     from handlers import HANDLER_KINDS
     from handlers.base import PermanentError, TransientError
-    from service.redact import redact
+    from service.domain.redact import redact
 
     config = _config(args)
     settings = config.providers.get(args.name)

@@ -30,8 +30,8 @@ from service.config_checks import (
     name_env_variable,
     secret_length_errors,
 )
+from service.domain.redact import register_secret, register_secrets_in
 from service.domain.validators import MIN_ADMIN_TOKEN_LENGTH, StringList, flatten_messages, http_url
-from service.redact import register_secret, register_secrets_in
 from service.sources import SOURCE_KINDS
 
 CONFIG_ENV = "LEADRELAY_CONFIG"

@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 from marshmallow import fields, validate
 
+from service.domain.redact import secret_settings
 from service.domain.validators import MIN_SECRET_LENGTH
-from service.redact import secret_settings
 
 ENV_PREFIX = "LEADRELAY__"
 

@@ -23,8 +23,8 @@ import requests
 
 from service.domain.backoff import backoff_seconds
 from service.domain.http import make_session, parse_retry_after
+from service.domain.redact import redact
 from service.domain.ttl_cache import SharedTTLCache
-from service.redact import redact
 
 log = logging.getLogger("leadrelay.sources.fetch")
 

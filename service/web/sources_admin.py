@@ -7,10 +7,10 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from service.admin import require_token
 from service.pipeline.dry_run import sample_request, try_source
 from service.runtime import Runtime
-from service.webhooks import error_response
+from service.web.admin import require_token
+from service.web.webhooks import error_response
 
 sources_admin = Blueprint("sources_admin", __name__, url_prefix="/v1")
 sources_admin.before_request(require_token)
@@ -49,7 +49,7 @@ def try_configured_source(name: str) -> Any:
 
 
 def try_source_openapi(sources: list[str]) -> dict[str, Any]:
-    """This route's entry in the OpenAPI document (service/openapi.py merges it)."""
+    """This route's entry in the OpenAPI document (service/web/openapi.py merges it)."""
     error = {"$ref": "#/components/schemas/Error"}
 
     def answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
