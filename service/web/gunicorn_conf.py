@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn.glogging import Logger
+from prometheus_client import multiprocess
 
 from service.logs import AccessJsonFormatter, JsonFormatter, SkipPathsFilter
 
@@ -88,6 +89,4 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    from prometheus_client import multiprocess
-
     multiprocess.mark_process_dead(worker.pid)
