@@ -9,15 +9,17 @@ runs schemathesis against it.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, current_app, jsonify
 
-from service.web.openapi_admin import REPLAY_SCHEMAS, admin_paths
-from service.web.openapi_parts import NULLABLE_STRING
+from service.web.api_schemas import COMPONENTS, HealthSchema, ReadinessSchema, WebhookResultSchema
+from service.web.openapi_admin import admin_paths
 from service.web.openapi_parts import error_body as _error
 from service.web.openapi_parts import json_body as _json
-from service.web.openapi_parts import ref as _ref
 from service.web.openapi_parts import text_body as _text
 from service.web.sources_admin import try_source_openapi
 
@@ -25,133 +27,6 @@ openapi = Blueprint("openapi", __name__)
 
 OPENAPI_VERSION = "3.0.3"
 SOAP = {"text/xml": {"schema": {"type": "string"}}}
-
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error", "code"],
-        "properties": {
-            "error": {"type": "string"},
-            "code": {
-                "type": "string",
-                "description": "machine-readable, e.g. UNAUTHORIZED, VALIDATION_ERROR",
-            },
-            "details": {
-                "type": "object",
-                "description": "field -> messages, for a payload that fails the sender's schema",
-                "additionalProperties": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-    },
-    "WebhookResult": {
-        "type": "object",
-        "required": ["status"],
-        "description": "`accepted` (202): durably queued. `duplicate` (200): seen before, nothing queued; "
-        "`duplicate_of` names the command it repeats when it is a double submit (the same changes as the "
-        "lead's latest accepted event from this source), which the event log keeps with status `duplicate`. "
-        "`ignored` (200): an event type this sender's adapter does not handle, acknowledged and counted.",
-        "properties": {
-            "status": {"type": "string", "enum": ["accepted", "duplicate", "ignored"]},
-            "command_id": {"type": "string"},
-            "duplicate_of": {"type": "string"},
-            "command_ids": {"type": "array", "items": {"type": "string"}},
-            "results": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["command_id", "status"],
-                    "properties": {
-                        "command_id": {"type": "string"},
-                        "status": {"type": "string", "enum": ["accepted", "duplicate", "in_progress"]},
-                        "duplicate_of": {"type": "string"},
-                    },
-                },
-            },
-            "ignored": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-    "Command": {
-        "type": "object",
-        "description": "A lead-update command, wire format lead-update/v1 (secrets redacted).",
-        "required": ["schema", "command_id", "source", "event_type", "occurred_at", "lead"],
-        "properties": {
-            "schema": {"type": "string"},
-            "command_id": {"type": "string"},
-            "source": {"type": "string"},
-            "event_type": {"type": "string"},
-            "occurred_at": {"type": "string"},
-            "lead": {
-                "type": "object",
-                "properties": {"id": NULLABLE_STRING, "email": NULLABLE_STRING, "phone": NULLABLE_STRING},
-            },
-            "changes": {"type": "object", "additionalProperties": True},
-            "metadata": {"type": "object", "additionalProperties": True},
-            "providers": {"type": "array", "items": {"type": "string"}},
-            "post_updated_lead": {"type": "boolean"},
-        },
-    },
-    "Delivery": {
-        "type": "object",
-        "required": ["provider", "status", "attempts"],
-        "properties": {
-            "provider": {"type": "string"},
-            "status": {"type": "string"},
-            "attempts": {"type": "integer"},
-            "next_attempt_at": NULLABLE_STRING,
-            "last_error": NULLABLE_STRING,
-            "error_stage": NULLABLE_STRING,
-            "response": {"nullable": True},
-            "request_id": NULLABLE_STRING,
-            "replays": {"type": "integer"},
-            "updated_at": NULLABLE_STRING,
-            "delivered_at": NULLABLE_STRING,
-            "first_attempt_at": NULLABLE_STRING,
-        },
-    },
-    "ProviderState": {
-        "type": "object",
-        "description": "Operator pause and circuit breaker of one provider (docs/outages.md)",
-        "required": ["paused", "breaker"],
-        "properties": {
-            "provider": {"type": "string"},
-            "paused": {"type": "boolean"},
-            "breaker": {"type": "string", "enum": ["closed", "open", "half_open"]},
-            "reason": NULLABLE_STRING,
-            "opened_at": NULLABLE_STRING,
-            "open_seconds": {"type": "number"},
-            "next_probe_at": NULLABLE_STRING,
-            "probes": {"type": "integer"},
-            "updated_at": NULLABLE_STRING,
-        },
-    },
-    "Event": {
-        "type": "object",
-        "required": ["command_id", "status", "source", "event_type", "command", "deliveries"],
-        "properties": {
-            "command_id": {"type": "string"},
-            "status": {"type": "string"},
-            "lead_key": {"type": "string"},
-            "source": {"type": "string"},
-            "event_type": {"type": "string"},
-            "occurred_at": {"type": "string"},
-            "received_at": NULLABLE_STRING,
-            "duplicates_received": {"type": "integer"},
-            "duplicate_of": {
-                **NULLABLE_STRING,
-                "description": "a double submit (status `duplicate`, nothing delivered): the command it repeats",
-            },
-            "command": _ref("Command"),
-            "deliveries": {"type": "array", "items": _ref("Delivery")},
-        },
-    },
-    "EventSummary": {
-        "type": "object",
-        "required": ["command_id"],
-        "additionalProperties": True,
-        "properties": {"seq": {"type": "integer"}, "command_id": {"type": "string"}},
-    },
-}
 
 
 def _webhook_post(sources: list[str], with_token: bool) -> dict[str, Any]:
@@ -201,9 +76,9 @@ def _webhook_post(sources: list[str], with_token: bool) -> dict[str, Any]:
         },
         "responses": {
             "200": _json(
-                _ref("WebhookResult"), "duplicate (already accepted) or ignored (unsupported event type)"
+                WebhookResultSchema, "duplicate (already accepted) or ignored (unsupported event type)"
             ),
-            "202": _json(_ref("WebhookResult"), "accepted: every command is durably queued"),
+            "202": _json(WebhookResultSchema, "accepted: every command is durably queued"),
             "400": _error(
                 "the payload fails the sender's schema (details per field), nests deeper than"
                 " 64 levels, or the body could not be read (malformed chunked framing)"
@@ -253,14 +128,13 @@ def _handshake(sources: list[str]) -> dict[str, Any]:
 
 
 def _ops_paths() -> dict[str, Any]:
-    status_object = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
     return {
         "/healthz": {
             "get": {
                 "summary": "Liveness: the process answers",
                 "operationId": "healthz",
                 "tags": ["ops"],
-                "responses": {"200": _json(status_object, "alive")},
+                "responses": {"200": _json(HealthSchema, "alive")},
             }
         },
         "/readyz": {
@@ -269,8 +143,8 @@ def _ops_paths() -> dict[str, Any]:
                 "operationId": "readyz",
                 "tags": ["ops"],
                 "responses": {
-                    "200": _json({**status_object, "additionalProperties": True}, "ready"),
-                    "503": _json({**status_object, "additionalProperties": True}, "not ready, with reasons"),
+                    "200": _json(ReadinessSchema, "ready"),
+                    "503": _json(ReadinessSchema, "not ready, with reasons"),
                 },
             }
         },
@@ -294,29 +168,29 @@ def _ops_paths() -> dict[str, Any]:
 
 
 def build_openapi(config: dict[str, Any]) -> dict[str, Any]:
+    """The document: operations written here and beside their routes, every body schema a marshmallow class."""
     sources = sorted(name for name, s in (config.get("sources") or {}).items() if s.get("enabled", True))
-    return {
-        "openapi": OPENAPI_VERSION,
-        "info": {
-            "title": "leadrelay",
-            "version": "1",
-            "description": "Webhooks in from marketing tools and CRMs, lead updates out to providers.",
-        },
-        "paths": {
-            "/webhooks/{source}": {"post": _webhook_post(sources, False), "get": _handshake(sources)},
-            "/webhooks/{source}/{token}": {"post": _webhook_post(sources, True)},
-            **admin_paths(),
-            **try_source_openapi(sources),
-            **_ops_paths(),
-        },
-        "components": {
-            "schemas": {
-                **SCHEMAS,
-                **REPLAY_SCHEMAS,
-            },
-            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
-        },
+    spec = APISpec(
+        title="leadrelay",
+        version="1",
+        openapi_version=OPENAPI_VERSION,
+        info={"description": "Webhooks in from marketing tools and CRMs, lead updates out to providers."},
+        plugins=[MarshmallowPlugin()],
+    )
+    for name, schema in COMPONENTS.items():
+        spec.components.schema(name, schema=schema)
+    spec.components.security_scheme("adminToken", {"type": "http", "scheme": "bearer"})
+    paths = {
+        "/webhooks/{source}": {"post": _webhook_post(sources, False), "get": _handshake(sources)},
+        "/webhooks/{source}/{token}": {"post": _webhook_post(sources, True)},
+        **admin_paths(),
+        **try_source_openapi(sources),
+        **_ops_paths(),
     }
+    for path, operations in paths.items():
+        # The plugin replaces schema classes in place: hand it copies, the templates stay reusable.
+        spec.path(path=path, operations=copy.deepcopy(operations))
+    return spec.to_dict()
 
 
 @openapi.get("/openapi.json")

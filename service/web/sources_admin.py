@@ -10,6 +10,8 @@ from flask import Blueprint, current_app, jsonify, request
 from service.pipeline.dry_run import sample_request, try_source
 from service.runtime import Runtime
 from service.web.admin import require_token
+from service.web.api_schemas import TrySourceRequestSchema, TrySourceResultSchema
+from service.web.openapi_parts import error_body, json_body
 from service.web.webhooks import error_response
 
 sources_admin = Blueprint("sources_admin", __name__, url_prefix="/v1")
@@ -50,37 +52,6 @@ def try_configured_source(name: str) -> Any:
 
 def try_source_openapi(sources: list[str]) -> dict[str, Any]:
     """This route's entry in the OpenAPI document (service/web/openapi.py merges it)."""
-    error = {"$ref": "#/components/schemas/Error"}
-
-    def answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-        return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-    request_body = {
-        "type": "object",
-        "required": ["payload"],
-        "properties": {
-            "payload": {"description": "the body as the sender posts it: a JSON value, or the raw text"},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-            "content_type": {"type": "string"},
-            "token": {"type": "string"},
-            "query": {"type": "object", "additionalProperties": {"type": "string"}},
-        },
-    }
-    result = {
-        "type": "object",
-        "required": ["ok", "commands", "errors", "ignored", "verification"],
-        "properties": {
-            "ok": {"type": "boolean"},
-            "source": {"type": "string"},
-            "verification": {"type": "string"},
-            "commands": {"type": "array", "items": {"type": "object"}},
-            "ignored": {"type": "array", "items": {"type": "string"}},
-            "errors": {
-                "type": "object",
-                "additionalProperties": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-    }
     return {
         "/v1/sources/{name}/try": {
             "post": {
@@ -96,13 +67,18 @@ def try_source_openapi(sources: list[str]) -> dict[str, Any]:
                         "schema": {"type": "string", "enum": sources},
                     }
                 ],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": request_body}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": TrySourceRequestSchema}},
+                },
                 "responses": {
-                    "200": answer("the commands, or every mapping and validation error", result),
-                    "400": answer("the request is not a JSON object with a payload", error),
-                    "404": answer("no such source", error),
-                    "401": answer("a valid admin bearer token is required", error),
-                    "403": answer("the admin API is off (server.admin_token is not set)", error),
+                    "200": json_body(
+                        TrySourceResultSchema, "the commands, or every mapping and validation error"
+                    ),
+                    "400": error_body("the request is not a JSON object with a payload"),
+                    "404": error_body("no such source"),
+                    "401": error_body("a valid admin bearer token is required"),
+                    "403": error_body("the admin API is off (server.admin_token is not set)"),
                 },
             }
         }
