@@ -160,14 +160,17 @@ class ReadinessSchema(Schema):
 
 
 class TrySourceRequestSchema(Answer):
+    """The dry run's request; the route loads it with this schema."""
+
     payload = fields.Raw(
         required=True,
+        allow_none=True,
         metadata={"description": "the body as the sender posts it: a JSON value, or the raw text"},
     )
-    headers = fields.Dict(keys=fields.String(), values=fields.String())
-    content_type = fields.String()
-    token = fields.String()
-    query = fields.Dict(keys=fields.String(), values=fields.String())
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), allow_none=True)
+    content_type = fields.String(allow_none=True)
+    token = fields.String(allow_none=True)
+    query = fields.Dict(keys=fields.String(), values=fields.String(), allow_none=True)
 
 
 class TrySourceResultSchema(Answer):

@@ -6,7 +6,9 @@ import json
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from marshmallow import ValidationError
 
+from service.domain.validators import flatten_messages
 from service.pipeline.dry_run import sample_request, try_source
 from service.runtime import Runtime
 from service.web.admin import require_token
@@ -26,24 +28,24 @@ def try_configured_source(name: str) -> Any:
     adapter = runtime.adapters.get(name)
     if adapter is None:
         return error_response(404, "UNKNOWN_SOURCE", f"no source named {name!r} is configured")
-    spec = request.get_json(silent=True)
-    if not isinstance(spec, dict) or "payload" not in spec:
+    request_body = request.get_json(silent=True)
+    if not isinstance(request_body, dict):
         return error_response(
             400, "VALIDATION_ERROR", "expected a JSON object with a payload", {"payload": ["required"]}
         )
+    try:
+        spec = TrySourceRequestSchema().load(request_body)
+    except ValidationError as exc:
+        return error_response(400, "VALIDATION_ERROR", "bad dry-run request", flatten_messages(exc.messages))
     headers, query = spec.get("headers") or {}, spec.get("query") or {}
-    for name, value in (("headers", headers), ("query", query)):
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            return error_response(400, "VALIDATION_ERROR", f"bad {name}", {name: ["an object of strings"]})
     payload = spec["payload"]
     body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-    content_type = spec.get("content_type")
     inbound = sample_request(
         name,
         body,
         headers,
-        content_type=str(content_type) if content_type else None,
-        token=str(spec["token"]) if spec.get("token") else None,
+        content_type=spec.get("content_type") or None,
+        token=spec.get("token") or None,
         query=query,
     )
     check = bool(headers or spec.get("token") or query)
