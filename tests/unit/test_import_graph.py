@@ -108,3 +108,15 @@ def test_no_module_cycle_among_service_consumers_handlers() -> None:
     graph = import_graph()
     assert "service.web.app" in graph and "service.domain.command" in graph
     assert cycles(graph) == []
+
+
+def test_the_domain_imports_nothing_above_it_and_handlers_only_the_domain() -> None:
+    graph = import_graph()
+    upward = {
+        (module, target)
+        for module, targets in graph.items()
+        for target in targets
+        if (module.startswith("service.domain") and not target.startswith("service.domain"))
+        or (module.startswith("handlers") and not target.startswith(("handlers", "service.domain")))
+    }
+    assert upward == set()
