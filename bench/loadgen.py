@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.cli import sign_standard_webhook
+from service.cli.simulators import sign_standard_webhook
 
 WRK_SCRIPT = r"""
 local threads = {}

@@ -120,7 +120,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def commands(total: int, run: str) -> list[dict[str, Any]]:
-    from service.command import LeadIdentity, LeadUpdateCommand, utcnow
+    from service.domain.command import LeadIdentity, LeadUpdateCommand, utcnow
 
     return [
         LeadUpdateCommand(

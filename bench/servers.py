@@ -1,5 +1,5 @@
 """Servers the benchmarks measure: a bare Flask endpoint and `leadrelay serve`, both under
-the project's own gunicorn settings (`service/gunicorn_conf.py`), on 127.0.0.1."""
+the project's own gunicorn settings (`service/web/gunicorn_conf.py`), on 127.0.0.1."""
 
 from __future__ import annotations
 

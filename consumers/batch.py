@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from service.command import LeadUpdateCommand
+from service.domain.command import LeadUpdateCommand
 
 
 @dataclass

@@ -17,8 +17,8 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from consumers.client import H_RECEIVED_AT, make_headers, make_producer
-from service.command import LeadUpdateCommand
 from service.config import Config
+from service.domain.command import LeadUpdateCommand
 from service.ingest import QueueUnavailable
 from service.redis_state import RedisEventStore, StateUnavailable
 

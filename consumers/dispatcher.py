@@ -50,9 +50,9 @@ from consumers.client import (
 from consumers.delivery import STATE_RETRY_SECONDS, GroupRunner
 from consumers.outcomes import OutcomePublisher
 from service import metrics
-from service.command import SCHEMA_VERSION, LeadUpdateCommand
 from service.config import Config
 from service.dispatcher import DeliveryCore
+from service.domain.command import SCHEMA_VERSION, LeadUpdateCommand
 from service.redis_state import RedisEventStore, StateUnavailable
 from service.runtime import redis_client
 from service.state.redis_limiter import RedisRateLimiter

@@ -27,7 +27,7 @@ from consumers.client import (
     H_STAGE,
     make_headers,
 )
-from service.redact import redact
+from service.domain.redact import redact
 
 ACK_TIMEOUT_SECONDS = 30.0
 

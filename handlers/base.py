@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 import requests
 
-from service.command import LeadIdentity, as_text, complete_names, parse_number
+from service.domain.command import LeadIdentity, as_text, complete_names, parse_number
 from service.domain.http import make_session, parse_retry_after
-from service.redact import redact, redact_obj
+from service.domain.redact import redact, redact_obj
 
 
 class Outcome(StrEnum):

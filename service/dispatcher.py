@@ -19,9 +19,9 @@ from typing import Any
 from handlers import build_handlers
 from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpdate
 from service import metrics
-from service.command import complete_names
 from service.config import Config
 from service.domain.backoff import backoff_seconds
+from service.domain.command import complete_names
 from service.domain.limits import RateLimiter
 from service.domain.state import Delivery, DeliveryGroup, StateStore, StateUnavailable
 from service.domain.statuses import DeliveryStatus

@@ -21,9 +21,9 @@ from typing import Protocol, TypeVar
 from handlers import build_handlers
 from handlers.base import ConversionError, PermanentError, ProviderHandler
 from service import metrics
-from service.command import LeadUpdateCommand, status_problem
 from service.config import Config
 from service.dedup import DedupStore, DedupUnavailable
+from service.domain.command import LeadUpdateCommand, status_problem
 from service.domain.state import Claim
 from service.sources.base import PayloadInvalid
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from service.redact import redact
+from service.domain.redact import redact
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 command_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("command_id", default=None)

@@ -1,5 +1,5 @@
 """Prometheus metrics. Under gunicorn PROMETHEUS_MULTIPROC_DIR is set (by the chart, by
-`leadrelay serve`, else by service/gunicorn_conf.py) so every worker's samples are summed
+`leadrelay serve`, else by service/web/gunicorn_conf.py) so every worker's samples are summed
 at `/metrics`; the dispatcher and the consumers serve theirs on a port of their own
 (`server.metrics_port`) together with `/healthz` and `/readyz` for their probes."""
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import redis
 
-from service.command import LeadUpdateCommand
+from service.domain.command import LeadUpdateCommand
+from service.domain.redact import redact_obj
 from service.domain.state import EventFilter, ProviderControl, StateUnavailable
-from service.redact import redact_obj
 from service.state.store import duplicate_note
 from service.store import OPEN_STATUSES, _iso, _overall_status
 

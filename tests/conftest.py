@@ -12,10 +12,10 @@ import redis
 
 from handlers.leadsquared.simulator import create_leadsquared_simulator
 from handlers.simulation import ServedApp
-from service.app import create_app
 from service.config import Config
 from service.dispatcher import DeliveryCore, EmbeddedDispatcher
 from service.runtime import Runtime, build_runtime
+from service.web.app import create_app
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, base_config, load, shared_redis_url
 
 # Tests that need more than the inner loop's tools, by directory: `make test-fast` leaves them out.

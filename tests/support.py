@@ -24,7 +24,7 @@ import redis
 import requests
 import yaml
 
-from service.cli import sign_standard_webhook
+from service.cli.simulators import sign_standard_webhook
 from service.config import Config, validate_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,9 +29,9 @@ from handlers.base import (
     failure_result,
     response_body,
 )
-from service.command import as_text
+from service.domain.command import as_text
+from service.domain.redact import redact
 from service.domain.ttl_cache import SharedTTLCache
-from service.redact import redact
 
 UPDATE_PATH = "/v2/LeadManagement.svc/Lead.Update"
 BY_EMAIL_PATH = "/v2/LeadManagement.svc/Leads.GetByEmailaddress"

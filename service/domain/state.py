@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from service.command import LeadUpdateCommand
+from service.domain.command import LeadUpdateCommand
 from service.domain.statuses import DeliveryStatus
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from service.command import LeadUpdateCommand
+from service.domain.command import LeadUpdateCommand
 from service.domain.validators import flatten_messages
 from service.sources.base import AdapterError, InboundRequest, SourceAdapter
 

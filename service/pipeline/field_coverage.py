@@ -38,7 +38,7 @@ def provider_fields(settings: Mapping[str, Any]) -> set[str]:
 
 def sent_by(known: set[str], canonical: str, produced: set[str]) -> bool:
     """Whether a provider that sends `known` gets `canonical` somewhere, names completed by the
-    name rule (`service.command.complete_names`)."""
+    name rule (`service.domain.command.complete_names`)."""
     if canonical in known or canonical in IDENTIFYING:
         return True
     if canonical == "full_name":  # split into first / last

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from marshmallow import ValidationError
 
-from service.command import LeadUpdateCommand
+from service.domain.command import LeadUpdateCommand
 from service.domain.validators import flatten_messages
 from service.sources.json_body import JsonRefused, NotUtf8, decode_json
 

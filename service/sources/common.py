@@ -19,7 +19,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from service.command import (
+from service.domain.command import (
     CANONICAL_FIELDS,
     CANONICAL_STATUSES,
     LeadIdentity,

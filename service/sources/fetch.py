@@ -20,11 +20,13 @@ from enum import StrEnum
 from typing import Any
 
 import requests
+from marshmallow import fields, validate
 
 from service.domain.backoff import backoff_seconds
 from service.domain.http import make_session, parse_retry_after
+from service.domain.redact import redact
 from service.domain.ttl_cache import SharedTTLCache
-from service.redact import redact
+from service.domain.validators import http_url
 
 log = logging.getLogger("leadrelay.sources.fetch")
 
@@ -177,10 +179,6 @@ def policy_from(settings: Mapping[str, Any]) -> FetchPolicy:
 
 def fetch_settings(default_base_url: str, deadline_seconds: float = 8.0) -> dict[str, Any]:
     """The config keys every adapter with a look-up accepts."""
-    from marshmallow import fields, validate
-
-    from service.domain.validators import http_url
-
     return {
         "api_base_url": fields.String(load_default=default_base_url, validate=http_url),
         "api_timeout_seconds": fields.Float(load_default=3.0, validate=validate.Range(min=0.1, max=30)),

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
-from service.command import LeadIdentity, LeadUpdateCommand, make_command_id
-from service.redact import register_secret
+from service.domain.command import LeadIdentity, LeadUpdateCommand, make_command_id
+from service.domain.redact import register_secret
 from service.sources.base import InboundRequest, Normalised, SourceAdapter
 from service.sources.common import Mapped, apply_map, clean_changes, effective_map, identity_from
 

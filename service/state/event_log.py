@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from service.command import LeadUpdateCommand
+from service.domain.command import LeadUpdateCommand
+from service.domain.redact import redact_obj
 from service.domain.state import EventFilter
 from service.domain.statuses import OPEN_STATUSES, DeliveryStatus, overall_status
-from service.redact import redact_obj
 
 HOUR = 3600.0
 MATCHING_REPLAY_CHUNK = 500

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from service.command import LeadUpdateCommand
+from service.domain.command import LeadUpdateCommand
+from service.domain.redact import redact_obj
 from service.domain.state import Delivery, DeliveryGroup
 from service.domain.statuses import DeliveryStatus
-from service.redact import redact_obj
 from service.state.controls import ControlsMixin
 from service.state.dedup_keys import DedupKeysMixin
 from service.state.engine import Engine, Session

@@ -1,70 +1,23 @@
-"""The OpenAPI description of the admin API: the event log with its filters, replay (one event
+"""The OpenAPI operations of the admin API: the event log with its filters, replay (one event
 or every dead letter a filter matches) and the overview."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from service.web.event_filters import EVENT_STATUSES
-from service.web.openapi_parts import error_body, json_body, ref
+from service.web.api_schemas import (
+    BulkReplaySchema,
+    EventFilterSchema,
+    EventPageSchema,
+    EventSchema,
+    OverviewSchema,
+    ProviderStateSchema,
+    ProviderStatesSchema,
+    ReplaySchema,
+)
+from service.web.openapi_parts import error_body, json_body
 
-FILTER_PARAMETERS: list[dict[str, Any]] = [
-    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(EVENT_STATUSES)}},
-    {"name": "provider", "in": "query", "schema": {"type": "string"}},
-    {"name": "source", "in": "query", "schema": {"type": "string"}},
-    {"name": "event_type", "in": "query", "schema": {"type": "string"}},
-    {
-        "name": "lead",
-        "in": "query",
-        "description": "the lead's email, phone (E.164) or id",
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "since",
-        "in": "query",
-        "description": "received at or after: epoch seconds or ISO 8601 (UTC when no offset)",
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "until",
-        "in": "query",
-        "description": "received before; as `since`",
-        "schema": {"type": "string"},
-    },
-]
-COUNT = {"type": "integer"}
-REPLAY_SCHEMAS: dict[str, Any] = {
-    "Replay": {
-        "type": "object",
-        "required": ["status", "command_id", "providers"],
-        "properties": {
-            "status": {"type": "string", "enum": ["replaying", "nothing_to_replay"]},
-            "command_id": {"type": "string"},
-            "providers": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-    "BulkReplay": {
-        "type": "object",
-        "required": ["dry_run", "events", "deliveries"],
-        "properties": {"dry_run": {"type": "boolean"}, "events": COUNT, "deliveries": COUNT},
-    },
-    "Overview": {
-        "type": "object",
-        "required": ["providers", "sources", "series"],
-        "properties": {
-            "providers": {"type": "object", "additionalProperties": {"type": "object"}},
-            "sources": {"type": "object", "additionalProperties": {"type": "object"}},
-            "series": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["minute", "delivered", "failed"],
-                    "properties": {"minute": {"type": "string"}, "delivered": COUNT, "failed": COUNT},
-                },
-            },
-        },
-    },
-}
+FILTER_PARAMETERS: list[dict[str, Any]] = [{"in": "query", "schema": EventFilterSchema}]
 
 
 ADMIN_ERRORS = {
@@ -98,14 +51,7 @@ def admin_paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": json_body(
-                        {
-                            "type": "object",
-                            "required": ["events", "next_after"],
-                            "properties": {
-                                "events": {"type": "array", "items": ref("EventSummary")},
-                                "next_after": {"type": "integer"},
-                            },
-                        },
+                        EventPageSchema,
                         "a page of events; pass next_after as `after` for the next page",
                     ),
                     "400": error_body("bad query"),
@@ -121,7 +67,7 @@ def admin_paths() -> dict[str, Any]:
                 "security": [{"adminToken": []}],
                 "parameters": [COMMAND_ID],
                 "responses": {
-                    "200": json_body(ref("Event"), "the event"),
+                    "200": json_body(EventSchema, "the event"),
                     "404": error_body("no such event"),
                     **ADMIN_ERRORS,
                 },
@@ -135,8 +81,8 @@ def admin_paths() -> dict[str, Any]:
                 "security": [{"adminToken": []}],
                 "parameters": [COMMAND_ID, {"name": "provider", "in": "query", "schema": {"type": "string"}}],
                 "responses": {
-                    "200": json_body(ref("Replay"), "nothing to replay"),
-                    "202": json_body(ref("Replay"), "deliveries queued again"),
+                    "200": json_body(ReplaySchema, "nothing to replay"),
+                    "202": json_body(ReplaySchema, "deliveries queued again"),
                     "404": error_body("no such event"),
                     **ADMIN_ERRORS,
                 },
@@ -160,8 +106,8 @@ def admin_paths() -> dict[str, Any]:
                     },
                 },
                 "responses": {
-                    "200": json_body(ref("BulkReplay"), "a dry run, or nothing matched"),
-                    "202": json_body(ref("BulkReplay"), "deliveries queued again"),
+                    "200": json_body(BulkReplaySchema, "a dry run, or nothing matched"),
+                    "202": json_body(BulkReplaySchema, "deliveries queued again"),
                     "400": error_body("bad filter"),
                     "501": error_body("this mode's state store has no bulk replay"),
                     **ADMIN_ERRORS,
@@ -175,7 +121,7 @@ def admin_paths() -> dict[str, Any]:
                 "tags": ["admin"],
                 "security": [{"adminToken": []}],
                 "responses": {
-                    "200": json_body(ref("Overview"), "the overview"),
+                    "200": json_body(OverviewSchema, "the overview"),
                     "501": error_body("this mode's state store has no overview"),
                     **ADMIN_ERRORS,
                 },
@@ -189,13 +135,7 @@ def admin_paths() -> dict[str, Any]:
                 "security": [{"adminToken": []}],
                 "responses": {
                     "200": json_body(
-                        {
-                            "type": "object",
-                            "required": ["providers"],
-                            "properties": {
-                                "providers": {"type": "object", "additionalProperties": ref("ProviderState")}
-                            },
-                        },
+                        ProviderStatesSchema,
                         "provider states by name",
                     ),
                     "503": error_body("the state store cannot answer"),
@@ -214,7 +154,7 @@ def admin_paths() -> dict[str, Any]:
                         {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
                     ],
                     "responses": {
-                        "200": json_body(ref("ProviderState"), "the provider's state now"),
+                        "200": json_body(ProviderStateSchema, "the provider's state now"),
                         "404": error_body("no such provider"),
                         "503": error_body("the state store cannot answer"),
                         **ADMIN_ERRORS,

@@ -1,17 +1,15 @@
-"""Building blocks of the OpenAPI document: schema references and JSON, text and error responses."""
+"""Building blocks of the OpenAPI operations: JSON, text and error responses (schemas are marshmallow classes)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-NULLABLE_STRING = {"type": "string", "nullable": True}
+from marshmallow import Schema
+
+from service.web.api_schemas import ErrorSchema
 
 
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+def json_body(schema: type[Schema] | dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
@@ -20,4 +18,4 @@ def text_body(description: str) -> dict[str, Any]:
 
 
 def error_body(description: str) -> dict[str, Any]:
-    return json_body(ref("Error"), description)
+    return json_body(ErrorSchema, description)

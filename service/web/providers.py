@@ -13,10 +13,10 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
-from service.admin import require_token
 from service.domain.state import ProviderControl, StateUnavailable
 from service.pipeline.breaker import paused, resumed
-from service.webhooks import error_response
+from service.web.admin import require_token
+from service.web.webhooks import error_response
 
 providers_api = Blueprint("providers_api", __name__, url_prefix="/v1")
 providers_api.before_request(require_token)  # the same bearer token as the rest of the admin API

@@ -6,11 +6,15 @@ import json
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from marshmallow import ValidationError
 
-from service.admin import require_token
+from service.domain.validators import flatten_messages
 from service.pipeline.dry_run import sample_request, try_source
 from service.runtime import Runtime
-from service.webhooks import error_response
+from service.web.admin import require_token
+from service.web.api_schemas import TrySourceRequestSchema, TrySourceResultSchema
+from service.web.openapi_parts import error_body, json_body
+from service.web.webhooks import error_response
 
 sources_admin = Blueprint("sources_admin", __name__, url_prefix="/v1")
 sources_admin.before_request(require_token)
@@ -24,24 +28,24 @@ def try_configured_source(name: str) -> Any:
     adapter = runtime.adapters.get(name)
     if adapter is None:
         return error_response(404, "UNKNOWN_SOURCE", f"no source named {name!r} is configured")
-    spec = request.get_json(silent=True)
-    if not isinstance(spec, dict) or "payload" not in spec:
+    request_body = request.get_json(silent=True)
+    if not isinstance(request_body, dict):
         return error_response(
             400, "VALIDATION_ERROR", "expected a JSON object with a payload", {"payload": ["required"]}
         )
+    try:
+        spec = TrySourceRequestSchema().load(request_body)
+    except ValidationError as exc:
+        return error_response(400, "VALIDATION_ERROR", "bad dry-run request", flatten_messages(exc.messages))
     headers, query = spec.get("headers") or {}, spec.get("query") or {}
-    for name, value in (("headers", headers), ("query", query)):
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            return error_response(400, "VALIDATION_ERROR", f"bad {name}", {name: ["an object of strings"]})
     payload = spec["payload"]
     body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-    content_type = spec.get("content_type")
     inbound = sample_request(
         name,
         body,
         headers,
-        content_type=str(content_type) if content_type else None,
-        token=str(spec["token"]) if spec.get("token") else None,
+        content_type=spec.get("content_type") or None,
+        token=spec.get("token") or None,
         query=query,
     )
     check = bool(headers or spec.get("token") or query)
@@ -49,38 +53,7 @@ def try_configured_source(name: str) -> Any:
 
 
 def try_source_openapi(sources: list[str]) -> dict[str, Any]:
-    """This route's entry in the OpenAPI document (service/openapi.py merges it)."""
-    error = {"$ref": "#/components/schemas/Error"}
-
-    def answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-        return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-    request_body = {
-        "type": "object",
-        "required": ["payload"],
-        "properties": {
-            "payload": {"description": "the body as the sender posts it: a JSON value, or the raw text"},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-            "content_type": {"type": "string"},
-            "token": {"type": "string"},
-            "query": {"type": "object", "additionalProperties": {"type": "string"}},
-        },
-    }
-    result = {
-        "type": "object",
-        "required": ["ok", "commands", "errors", "ignored", "verification"],
-        "properties": {
-            "ok": {"type": "boolean"},
-            "source": {"type": "string"},
-            "verification": {"type": "string"},
-            "commands": {"type": "array", "items": {"type": "object"}},
-            "ignored": {"type": "array", "items": {"type": "string"}},
-            "errors": {
-                "type": "object",
-                "additionalProperties": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-    }
+    """This route's entry in the OpenAPI document (service/web/openapi.py merges it)."""
     return {
         "/v1/sources/{name}/try": {
             "post": {
@@ -96,13 +69,18 @@ def try_source_openapi(sources: list[str]) -> dict[str, Any]:
                         "schema": {"type": "string", "enum": sources},
                     }
                 ],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": request_body}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": TrySourceRequestSchema}},
+                },
                 "responses": {
-                    "200": answer("the commands, or every mapping and validation error", result),
-                    "400": answer("the request is not a JSON object with a payload", error),
-                    "404": answer("no such source", error),
-                    "401": answer("a valid admin bearer token is required", error),
-                    "403": answer("the admin API is off (server.admin_token is not set)", error),
+                    "200": json_body(
+                        TrySourceResultSchema, "the commands, or every mapping and validation error"
+                    ),
+                    "400": error_body("the request is not a JSON object with a payload"),
+                    "404": error_body("no such source"),
+                    "401": error_body("a valid admin bearer token is required"),
+                    "403": error_body("the admin API is off (server.admin_token is not set)"),
                 },
             }
         }

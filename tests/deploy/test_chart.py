@@ -528,8 +528,8 @@ def test_network_policy_opens_only_what_leadrelay_uses(
 
 def test_schema_knows_every_config_section_of_the_app(chart: helm.Chart) -> None:
     """`config` in values is checked against the app's own top-level sections: a section
-    added to service/config.py must be added to values.schema.json too (and the reverse)."""
-    from service.config import ConfigSchema
+    added to service/config/sections.py must be added to values.schema.json too (and the reverse)."""
+    from service.config.sections import ConfigSchema
 
     allowed = set(chart.schema["properties"]["config"]["propertyNames"]["enum"])
     assert allowed == set(ConfigSchema().fields) - {"sandbox_active"}  # set by `leadrelay serve` only

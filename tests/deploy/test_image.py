@@ -76,7 +76,7 @@ def test_dockerignore_keeps_tests_and_secrets_out_of_the_context() -> None:
     for path in ("tests/support.py", "tests/deploy/conftest.py", "bench/ingest.py", ".venv/bin/python", ".env",
                  "var/leadrelay.db", "helm/leadrelay/values.yaml", ".git/config"):  # fmt: skip
         assert not sent(path), path
-    for path in ("pyproject.toml", "service/app.py", "handlers/leadsquared/handler.py", "consumers/__init__.py",
+    for path in ("pyproject.toml", "service/web/app.py", "handlers/leadsquared/handler.py", "consumers/__init__.py",
                  "config/leadrelay.yaml"):  # fmt: skip
         assert sent(path), path
 
@@ -95,8 +95,8 @@ def test_the_build_stage_copies_every_package_the_project_ships() -> None:
 
 def test_cmd_and_chart_commands_are_installed_entry_points() -> None:
     command = dockerfile_cmd()
-    assert command[:3] == ["gunicorn", "-c", "python:service.gunicorn_conf"]
-    assert command[3] == "service.app:create_app()"
+    assert command[:3] == ["gunicorn", "-c", "python:service.web.gunicorn_conf"]
+    assert command[3] == "service.web.app:create_app()"
     image_argv(command)  # gunicorn is a console script of the environment
     image_argv(["leadrelay"])
     assert "dispatch" in build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]

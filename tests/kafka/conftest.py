@@ -20,7 +20,7 @@ from kafka.errors import KafkaError
 
 from handlers.leadsquared.simulator import create_leadsquared_simulator
 from handlers.simulation import ServedApp
-from service.command import LeadIdentity, LeadUpdateCommand, utcnow
+from service.domain.command import LeadIdentity, LeadUpdateCommand, utcnow
 from tests.support import (
     LSQ_ACCESS_KEY,
     LSQ_SECRET_KEY,

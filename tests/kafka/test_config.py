@@ -36,7 +36,7 @@ def test_kafka_section_defaults_env_overrides_and_security_passthrough(tmp_path)
     settings = connection_settings(config)
     assert settings["security_protocol"] == "SASL_SSL" and settings["sasl_mechanism"] == "SCRAM-SHA-512"
     assert settings["sasl_plain_password"] == "s3cret-pass" and "ssl_cafile" not in settings
-    from service.redact import redact
+    from service.domain.redact import redact
 
     assert "s3cret-pass" not in redact("connecting with s3cret-pass")
 

@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from service.command import LeadIdentity, LeadUpdateCommand, utcnow
+from service.domain.command import LeadIdentity, LeadUpdateCommand, utcnow
 from service.domain.limits import SAFETY_MARGIN_SECONDS
 from service.domain.state import EventFilter
 from service.redis_state import RedisEventStore

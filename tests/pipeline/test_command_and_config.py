@@ -5,7 +5,8 @@ from datetime import UTC, datetime
 import pytest
 from marshmallow import ValidationError
 
-from service.command import (
+from service.config import ConfigError, load_config, validate_config
+from service.domain.command import (
     LeadIdentity,
     LeadUpdateCommand,
     as_text,
@@ -15,7 +16,6 @@ from service.command import (
     normalise_phone,
     parse_number,
 )
-from service.config import ConfigError, load_config, validate_config
 from tests.support import base_config, write_config
 
 

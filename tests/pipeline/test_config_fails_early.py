@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from service.config import ConfigError, load_config
-from service.redact import redact, redact_obj
+from service.domain.redact import redact, redact_obj
 from tests.support import ROOT, base_config, write_config
 
 

@@ -150,7 +150,7 @@ def test_a_command_that_was_not_queued_leaves_the_guard_as_it_was(tmp_path) -> N
     record comes back, so the sender's retry of that change is not taken for a repeat."""
     from dataclasses import replace
 
-    from service.command import LeadIdentity, LeadUpdateCommand, utcnow
+    from service.domain.command import LeadIdentity, LeadUpdateCommand, utcnow
     from service.domain.state import StateUnavailable
     from service.ingest import Ingestor
     from service.state import SqlStateStore, migrate

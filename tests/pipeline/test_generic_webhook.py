@@ -30,7 +30,7 @@ def test_standard_webhooks_test_vector_verifies() -> None:
         "webhook-timestamp": "1614265330",
         "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
     }
-    from service.cli import sign_standard_webhook
+    from service.cli.simulators import sign_standard_webhook
 
     assert (
         sign_standard_webhook(secret, headers["webhook-id"], 1614265330, body) == headers["webhook-signature"]

@@ -34,7 +34,7 @@ SCALE = 0.1  # every duration of the defaults times this
 
 
 def compressed(scale: float) -> dict[str, Any]:
-    """The defaults (config/leadrelay.yaml, service/config.py) with every duration scaled."""
+    """The defaults (config/leadrelay.yaml, service/config/sections.py) with every duration scaled."""
     return {
         "dispatcher": {
             "retry_horizon_seconds": 86400 * scale,

@@ -10,7 +10,7 @@ import requests
 
 from handlers import HANDLER_KINDS
 from handlers.base import ProviderHandler, ProviderUpdate
-from service.command import LeadIdentity
+from service.domain.command import LeadIdentity
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, base_config, load
 
 LSQ_ASYNC_KEY = "lsq-async-api-key-x1y2z3"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from service.config import ConfigError, validate_config
-from service.redact import redact
+from service.domain.redact import redact
 from service.runtime import build_adapters
 from tests.senders.conftest import (
     CALENDLY_KEY,

@@ -256,8 +256,8 @@ def test_malformed_chunked_framing_is_400_under_gunicorn(tmp_path: Path, worker_
     port = free_port()
     log = open(tmp_path / "gunicorn.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf", "-k", worker_class,
-         "-w", "1", "-b", f"127.0.0.1:{port}", "service.app:create_app()"],
+        [sys.executable, "-m", "gunicorn", "-c", "python:service.web.gunicorn_conf", "-k", worker_class,
+         "-w", "1", "-b", f"127.0.0.1:{port}", "service.web.app:create_app()"],
         env={**os.environ, "LEADRELAY_CONFIG": str(config_path), "GUNICORN_ACCESSLOG": ""},
         cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip

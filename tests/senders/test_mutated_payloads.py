@@ -14,7 +14,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.command import LeadUpdateCommand
+from service.domain.command import LeadUpdateCommand
 from tests.senders.conftest import (
     UNBOUNCE_TOKEN,
     calendly_headers,

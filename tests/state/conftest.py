@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.command import LeadUpdateCommand
+from service.domain.command import LeadUpdateCommand
 from service.state import SqlStateStore, migrate
 from service.state.engine import PostgresEngine, SQLiteEngine
 from tests.support_postgres import ScratchDatabase, postgres_server

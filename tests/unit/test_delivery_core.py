@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 import pytest
 
 from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpdate
-from service.command import LeadIdentity, LeadUpdateCommand
 from service.dispatcher import DeliveryCore, coalesce, version_stamp
+from service.domain.command import LeadIdentity, LeadUpdateCommand
 from service.domain.state import Delivery, DeliveryGroup
 from service.domain.statuses import DeliveryStatus
 from service.pipeline.ratelimit import InProcessRateLimiter

@@ -251,7 +251,7 @@ readinessProbe:
 {{- end -}}
 
 {{- define "leadrelay.webCommand" -}}
-command: ["gunicorn", "-c", "python:service.gunicorn_conf", "service.app:create_app()"]
+command: ["gunicorn", "-c", "python:service.web.gunicorn_conf", "service.web.app:create_app()"]
 lifecycle:
   preStop:
     # exec sleep, not the `sleep` handler: that one needs Kubernetes 1.30+.

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from service.command import (
+from service.domain.command import (
     LeadIdentitySchema,
     LeadUpdateCommand,
     make_command_id,

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from service.command import LeadIdentity
+from service.domain.command import LeadIdentity
 from service.domain.validators import StringList
 from service.sources.base import (
     AuthenticationFailed,

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from marshmallow import ValidationError, fields, validate
 
-from service.command import (
+from service.domain.command import (
     COMMAND_SCHEMA,
     LeadUpdateCommand,
     make_command_id,

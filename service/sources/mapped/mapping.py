@@ -10,7 +10,7 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from marshmallow import ValidationError
 
-from service.command import CANONICAL_FIELDS, CANONICAL_STATUSES
+from service.domain.command import CANONICAL_FIELDS, CANONICAL_STATUSES
 from service.sources.mapped.transforms import DATE_FORMATS, Transform, TransformError, build_transform
 
 SPEC_KEYS = {"path", "const", "default", "transforms", "map"}

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from marshmallow import fields
 
-from service.command import LeadIdentity
+from service.domain.command import LeadIdentity
 from service.sources.base import AuthenticationFailed, InboundRequest, UpstreamUnavailable
 from service.sources.common import (
     LooseSchema,

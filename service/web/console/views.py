@@ -19,8 +19,8 @@ from flask import (
     url_for,
 )
 
+from service.domain.redact import redact_obj
 from service.domain.state import EventFilter, ProviderControl
-from service.redact import redact_obj
 from service.web.console import auth, figures
 from service.web.event_filters import EVENT_STATUSES, FILTER_FIELDS, parse_event_filter, whole_events
 

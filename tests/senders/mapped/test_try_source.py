@@ -72,3 +72,9 @@ def test_admin_api_dry_run_needs_the_token_and_queues_nothing(make_service: Any,
     assert requests.post(url, json={"headers": {}}, headers=ADMIN, timeout=10).status_code == 400
     for bad in ({"payload": {}, "query": "k=v"}, {"payload": {}, "headers": ["X-Api-Key"]}):
         assert requests.post(url, json=bad, headers=ADMIN, timeout=10).status_code == 400
+    # The request is loaded with the schema /openapi.json shows: every bad key is named.
+    bad = requests.post(
+        url, json={"payload": {}, "headers": {"X-Api-Key": 7}, "token": ["t"]}, headers=ADMIN, timeout=10
+    )
+    assert bad.status_code == 400
+    assert set(bad.json()["details"]) == {"headers.X-Api-Key.value", "token"}, bad.json()

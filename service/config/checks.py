@@ -1,6 +1,5 @@
-"""Configuration from the environment and checks beyond the schema: `LEADRELAY__...`
-overrides (and naming the variable behind a bad key), credential sets, secret lengths, and
-the sandbox switch as YAML writes it."""
+"""Configuration from the environment and checks beyond the schema: `LEADRELAY__...` overrides (and naming the
+variable behind a bad key), credential sets, secret lengths, and the Kafka bindings a sender can serve."""
 
 from __future__ import annotations
 
@@ -9,10 +8,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import yaml
-from marshmallow import fields, validate
+from marshmallow import ValidationError
 
+from service.config.sections import COMMON_SOURCE_FIELDS, settings_schema
+from service.domain.redact import secret_settings
 from service.domain.validators import MIN_SECRET_LENGTH
-from service.redact import secret_settings
 
 ENV_PREFIX = "LEADRELAY__"
 
@@ -48,19 +48,6 @@ def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict
             node = child
         node[path[-1]] = value
     return data
-
-
-class SandboxMode(fields.String):
-    """`auto`, `on` or `off`. YAML 1.1 reads a bare `on`/`off` as a boolean (in the file and
-    in `LEADRELAY__SANDBOX=off`), so booleans are taken as the words they were written as."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(validate=validate.OneOf(["auto", "on", "off"]), **kwargs)
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        if isinstance(value, bool):
-            return "on" if value else "off"
-        return super()._deserialize(value, attr, data, **kwargs)
 
 
 def env_variable(path: list[str]) -> str:
@@ -109,3 +96,25 @@ def secret_length_errors(data: dict[str, Any]) -> list[str]:
         for key, value in secret_settings(data)
         if len(value) < MIN_SECRET_LENGTH and key != "server.admin_token"
     ]
+
+
+def kafka_format_problems(
+    index: int, fmt: str, sources: dict[str, Any], kinds: Mapping[str, Any]
+) -> list[str]:
+    """A binding the source consumer could not serve: an HTTP-only sender (a SOAP exchange, a
+    URL token), or a bare type whose adapter needs settings (a mapped sender's expressions)."""
+    settings = sources.get(fmt)
+    kind = kinds.get(settings.get("type") if isinstance(settings, dict) else fmt)
+    if kind is None:
+        return []
+    where = f"kafka.sources.{index}.format"
+    if not kind.kafka_capable:
+        return [f"{where}: {kind.name!r} senders are HTTP only and cannot be read from a Kafka topic"]
+    if fmt not in sources:
+        try:
+            settings_schema(COMMON_SOURCE_FIELDS, kind.settings_fields, f"sources.{fmt}").load({"type": fmt})
+        except ValidationError:
+            return [
+                f"{where}: the {fmt!r} type needs settings; bind a configured source of that type by its name"
+            ]
+    return []

@@ -1,6 +1,6 @@
 """gunicorn settings for the web process.
 
-    gunicorn -c python:service.gunicorn_conf 'service.app:create_app()'     (the image's CMD)
+    gunicorn -c python:service.web.gunicorn_conf 'service.web.app:create_app()'     (the image's CMD)
 
 `leadrelay serve` passes bind/workers/threads from the leadrelay config on the command
 line (which wins over this file); in a container they come from the environment:
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn.glogging import Logger
+from prometheus_client import multiprocess
 
 from service.logs import AccessJsonFormatter, JsonFormatter, SkipPathsFilter
 
@@ -88,6 +89,4 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    from prometheus_client import multiprocess
-
     multiprocess.mark_process_dead(worker.pid)

@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from service.runtime import Runtime
 from service.web.event_filters import parse_event_filter, whole_events
-from service.webhooks import error_response
+from service.web.webhooks import error_response
 
 admin = Blueprint("admin", __name__, url_prefix="/v1")
 

@@ -287,6 +287,9 @@ class LeadUpdateCommandSchema(Schema):
 
     class Meta:
         unknown = EXCLUDE
+        description = (
+            "A lead-update command, wire format lead-update/v1 (in the event log: secrets redacted)."
+        )
 
     schema = fields.String(required=True, validate=validate.Equal(SCHEMA_VERSION))
     command_id = fields.String(required=True, validate=validate.Length(min=1, max=512))

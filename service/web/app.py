@@ -1,4 +1,4 @@
-"""The Flask app factory: `gunicorn 'service.app:create_app()'`."""
+"""The Flask app factory: `gunicorn 'service.web.app:create_app()'`."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
 from service import metrics
-from service.admin import admin
 from service.config import Config, load_config
 from service.domain.state import StateUnavailable
-from service.health import health
 from service.logs import configure_logging, request_id_var
-from service.openapi import openapi
 from service.runtime import Runtime, build_runtime
+from service.web.admin import admin
 from service.web.console import console
+from service.web.health import health
+from service.web.openapi import openapi
 from service.web.providers import providers_api
 from service.web.sources_admin import sources_admin
-from service.webhooks import error_response, webhooks
+from service.web.webhooks import error_response, webhooks
 
 log = logging.getLogger("leadrelay.app")
 
