@@ -31,10 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from flask import Flask
 
+from consumers.dispatcher import KafkaDispatcher
+from consumers.sources import SourceConsumers
+from consumers.wiring import build_distributed_runtime, readiness_checks
+from service.app import create_app
 from service.config import CONFIG_ENV, Config, ConfigError, load_config
 from service.logs import configure_logging
+from service.metrics import add_readiness_check, serve_metrics
 from service.pipeline.field_coverage import unsent_fields
+from service.runtime import build_runtime
 
 log = logging.getLogger("leadrelay.cli")
 
@@ -111,8 +118,17 @@ def gunicorn_command(config: Config) -> list[str]:
         "--bind", server["bind"],
         "--workers", str(server["workers"]),
         "--threads", str(server["threads"]),
-        "service.app:create_app()",
+        "service.cli:create_web_app()",
     ]  # fmt: skip
+
+
+def create_web_app() -> Flask:
+    """The gunicorn target of both modes (the image's CMD): the embedded runtime, or the
+    distributed one (PostgreSQL record, Kafka queue) wired in `consumers.wiring`."""
+    config = load_config()
+    configure_logging(config["logging"]["level"], config["logging"]["json"])
+    runtime = build_distributed_runtime(config) if config["mode"] == "distributed" else build_runtime(config)
+    return create_app(config, runtime)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -171,7 +187,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
     from service.dispatcher import EmbeddedDispatcher
-    from service.metrics import serve_metrics
     from service.state import open_state_store
     from service.state.retention import RetentionPruner
 
@@ -243,12 +258,9 @@ def _distributed_config(args: argparse.Namespace, what: str) -> Config:
     return config
 
 
-def _serve_own_metrics(config: Config, port: int | None) -> None:
-    """The worker's own port: /metrics, /healthz (its loop turns), /readyz (broker, Redis)."""
-    from service.metrics import add_readiness_check, serve_metrics
-    from service.runtime import distributed_readiness_checks
-
-    for name, check in distributed_readiness_checks(config).items():
+def _serve_own_metrics(config: Config, port: int | None, checks: dict[str, Any]) -> None:
+    """The worker's own port: /metrics, /healthz (its loop turns), /readyz (`checks`)."""
+    for name, check in checks.items():
         add_readiness_check(name, check)
     try:
         if port is not None:
@@ -269,27 +281,25 @@ def _stop_on_signals(stop: Any) -> None:
 
 
 def cmd_kafka_dispatch(args: argparse.Namespace) -> int:
-    from consumers.dispatcher import KafkaDispatcher
-
     config = _distributed_config(args, "kafka-dispatch")
-    _serve_own_metrics(config, args.metrics_port)
     dispatcher = KafkaDispatcher(config)
+    _serve_own_metrics(
+        config, args.metrics_port, readiness_checks(config, dispatcher.ledger, dispatcher.redis)
+    )
     _stop_on_signals(dispatcher.stop)
     dispatcher.run()
     return 0
 
 
 def cmd_consume_sources(args: argparse.Namespace) -> int:
-    from consumers.sources import SourceConsumers
-    from service.runtime import build_runtime
-
     config = _distributed_config(args, "consume-sources")
-    _serve_own_metrics(config, args.metrics_port)
     try:
-        consumers = SourceConsumers(build_runtime(config))
+        runtime = build_distributed_runtime(config)
+        consumers = SourceConsumers(runtime)
     except ValueError as exc:
         print(f"leadrelay: {exc}", file=sys.stderr)
         return 2
+    _serve_own_metrics(config, args.metrics_port, runtime.extras["readiness_checks"])
     _stop_on_signals(consumers.stop)
     consumers.run()
     return 0

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from consumers.wiring import build_distributed_runtime
 from handlers.simulators.common import ServedApp
 from handlers.simulators.leadsquared import create_leadsquared_simulator
 from service.app import create_app
@@ -17,6 +18,7 @@ from service.config import Config
 from service.dispatcher import DeliveryCore, EmbeddedDispatcher
 from service.runtime import Runtime, build_runtime
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, base_config, load, shared_redis_url
+from tests.support_postgres import ScratchDatabase, postgres_server
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +27,27 @@ def redis_url() -> Iterator[str]:
     yield url
     if private:
         private.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server's connection URL for this run (`DATABASE_URL`, else a private one)."""
+    server, private = postgres_server()
+    try:
+        yield server
+    finally:
+        if private is not None:
+            private.stop()
+
+
+@pytest.fixture
+def database_url(postgres: str) -> Iterator[str]:
+    """A database of this test's own on that server, dropped afterwards."""
+    database = ScratchDatabase(postgres)
+    try:
+        yield database.url
+    finally:
+        database.drop()
 
 
 @pytest.fixture
@@ -50,7 +73,8 @@ class LiveService:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.runtime: Runtime = build_runtime(config)
+        distributed = config["mode"] == "distributed"
+        self.runtime: Runtime = build_distributed_runtime(config) if distributed else build_runtime(config)
         self.app = create_app(config, self.runtime)
         self.server = ServedApp(self.app).start()
         self.url = self.server.url

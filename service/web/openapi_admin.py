@@ -163,7 +163,6 @@ def admin_paths() -> dict[str, Any]:
                     "200": json_body(ref("BulkReplay"), "a dry run, or nothing matched"),
                     "202": json_body(ref("BulkReplay"), "deliveries queued again"),
                     "400": error_body("bad filter"),
-                    "501": error_body("this mode's state store has no bulk replay"),
                     **ADMIN_ERRORS,
                 },
             }
@@ -176,7 +175,6 @@ def admin_paths() -> dict[str, Any]:
                 "security": [{"adminToken": []}],
                 "responses": {
                     "200": json_body(ref("Overview"), "the overview"),
-                    "501": error_body("this mode's state store has no overview"),
                     **ADMIN_ERRORS,
                 },
             }

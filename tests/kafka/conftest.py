@@ -1,6 +1,7 @@
 """Fixtures for distributed mode: a real Tansu broker per test (memory storage, a free
-loopback port), Redis (the shared one, or a private server for outage tests), a
-LeadSquared simulator with seeded leads, and dispatcher/consumer child processes."""
+loopback port), a PostgreSQL database per test (the record; `DATABASE_URL` when one answers,
+else a private server), Redis (the limiter: the shared one, or a private server for outage
+tests), a LeadSquared simulator with seeded leads, and dispatcher/consumer child processes."""
 
 from __future__ import annotations
 
@@ -168,14 +169,20 @@ def make_sim() -> Iterator[Callable[..., FastSim]]:
 
 
 def kafka_raw_config(
-    tmp_path: Path, broker: TansuBroker, redis_url: str, prefix: str, lsq_url: str, **overrides: Any
+    tmp_path: Path,
+    broker: TansuBroker,
+    redis_url: str,
+    prefix: str,
+    lsq_url: str,
+    database_url: str,
+    **overrides: Any,
 ) -> dict[str, Any]:
     raw = base_config(
         tmp_path,
         lsq_url,
         mode="distributed",
         redis={"url": redis_url, "key_prefix": prefix, "socket_timeout_seconds": 1.0},
-        dedup={"backend": "redis"},
+        database={"url": database_url, "connect_timeout_seconds": 2.0, "statement_timeout_ms": 3000},
         kafka={
             "bootstrap_servers": [broker.bootstrap],
             "partitions": 4,
@@ -199,10 +206,14 @@ def kafka_raw_config(
 
 @pytest.fixture
 def kafka_config(
-    tmp_path: Path, broker: TansuBroker, redis_url: str, redis_prefix: str
+    tmp_path: Path, broker: TansuBroker, redis_url: str, redis_prefix: str, database_url: str
 ) -> Callable[..., dict[str, Any]]:
-    def factory(lsq_url: str, redis: str | None = None, **overrides: Any) -> dict[str, Any]:
-        return kafka_raw_config(tmp_path, broker, redis or redis_url, redis_prefix, lsq_url, **overrides)
+    def factory(
+        lsq_url: str, redis: str | None = None, database: str | None = None, **overrides: Any
+    ) -> dict[str, Any]:
+        return kafka_raw_config(
+            tmp_path, broker, redis or redis_url, redis_prefix, lsq_url, database or database_url, **overrides
+        )
 
     return factory
 

@@ -251,7 +251,7 @@ readinessProbe:
 {{- end -}}
 
 {{- define "leadrelay.webCommand" -}}
-command: ["gunicorn", "-c", "python:service.gunicorn_conf", "service.app:create_app()"]
+command: ["gunicorn", "-c", "python:service.gunicorn_conf", "service.cli:create_web_app()"]
 lifecycle:
   preStop:
     # exec sleep, not the `sleep` handler: that one needs Kubernetes 1.30+.
