@@ -298,3 +298,46 @@ def wait_delivered(sim: FastSim, leads: int, timeout: float) -> dict[str, int]:
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)[:3000]
+
+
+def open_deliveries(service: Any) -> int:
+    """Deliveries not settled in the record (pending, in flight or polling)."""
+    with service.runtime.store.read() as db:
+        row = db.execute(
+            "SELECT COUNT(*) AS n FROM deliveries WHERE status IN ('pending', 'in_flight', 'polling')"
+        ).fetchone()
+    return int(row["n"])
+
+
+def uncommitted(bootstrap: str, group: str = "leadrelay-dispatcher") -> int:
+    """Records of the command and retry topics the dispatcher group has not committed yet."""
+    # Asking with the group id reads its committed offsets without joining the group.
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, request_timeout_ms=5000
+    )
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in ("leadrelay.commands", "leadrelay.retry")
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        ends = consumer.end_offsets(partitions)
+        # max: the test broker may report a high watermark behind a just-committed offset.
+        return sum(max(0, end - (consumer.committed(tp) or 0)) for tp, end in ends.items())
+    finally:
+        consumer.close(autocommit=False)
+
+
+def wait_settled(service: Any, bootstrap: str, timeout: float = 60.0) -> None:
+    """The condition before an "exactly once" assertion: nothing open in the ledger and every
+    record of both topics committed, so nothing can still be sent."""
+    try:
+        wait_until(
+            lambda: open_deliveries(service) == 0 and uncommitted(bootstrap) == 0,
+            timeout=timeout,
+            interval=0.3,
+            what="ledger settled and every offset committed",
+        )
+    except AssertionError as exc:
+        counts = f"open deliveries {open_deliveries(service)}, uncommitted records {uncommitted(bootstrap)}"
+        raise AssertionError(f"{exc} ({counts})") from None
