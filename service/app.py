@@ -91,7 +91,9 @@ def create_app(config: Config | None = None, runtime: Runtime | None = None) -> 
     def queue_unavailable(exc: QueueUnavailable) -> Any:
         # A replay in distributed mode produces to the command topic; the broker refused it.
         log.warning("command queue unavailable: %s", exc)
-        response, status = error_response(503, "UNAVAILABLE", "the command queue cannot take it now; retry later")
+        response, status = error_response(
+            503, "UNAVAILABLE", "the command queue cannot take it now; retry later"
+        )
         response.headers["Retry-After"] = "5"
         return response, status
 

@@ -22,6 +22,8 @@ from kafka.errors import KafkaError
 from handlers.simulators.common import ServedApp
 from handlers.simulators.leadsquared import create_leadsquared_simulator
 from service.command import LeadIdentity, LeadUpdateCommand, utcnow
+from service.state import SqlStateStore, migrate
+from service.state.engine import PostgresEngine
 from tests.support import (
     LSQ_ACCESS_KEY,
     LSQ_SECRET_KEY,
@@ -300,9 +302,18 @@ def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)[:3000]
 
 
-def open_deliveries(service: Any) -> int:
+@pytest.fixture
+def record(database_url: str) -> Iterator[SqlStateStore]:
+    """The test's PostgreSQL record, read directly (the schema is applied by whoever starts first)."""
+    store = SqlStateStore(PostgresEngine(database_url, pool_size=2))
+    migrate(store.engine)
+    yield store
+    store.close()
+
+
+def open_deliveries(store: SqlStateStore) -> int:
     """Deliveries not settled in the record (pending, in flight or polling)."""
-    with service.runtime.store.read() as db:
+    with store.read() as db:
         row = db.execute(
             "SELECT COUNT(*) AS n FROM deliveries WHERE status IN ('pending', 'in_flight', 'polling')"
         ).fetchone()
@@ -328,16 +339,16 @@ def uncommitted(bootstrap: str, group: str = "leadrelay-dispatcher") -> int:
         consumer.close(autocommit=False)
 
 
-def wait_settled(service: Any, bootstrap: str, timeout: float = 60.0) -> None:
+def wait_settled(store: SqlStateStore, bootstrap: str, timeout: float = 60.0) -> None:
     """The condition before an "exactly once" assertion: nothing open in the ledger and every
     record of both topics committed, so nothing can still be sent."""
     try:
         wait_until(
-            lambda: open_deliveries(service) == 0 and uncommitted(bootstrap) == 0,
+            lambda: open_deliveries(store) == 0 and uncommitted(bootstrap) == 0,
             timeout=timeout,
             interval=0.3,
             what="ledger settled and every offset committed",
         )
     except AssertionError as exc:
-        counts = f"open deliveries {open_deliveries(service)}, uncommitted records {uncommitted(bootstrap)}"
+        counts = f"open deliveries {open_deliveries(store)}, uncommitted records {uncommitted(bootstrap)}"
         raise AssertionError(f"{exc} ({counts})") from None

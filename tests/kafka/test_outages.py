@@ -57,7 +57,7 @@ def test_broker_outage_503_then_everything_delivered_once(
         post_until_accepted(service, m)
     expected = {f"lead-{m}": 1 for m in range(n + 10)}
     wait_delivered(sim, len(expected), timeout=60)
-    wait_settled(service, broker.bootstrap)
+    wait_settled(service.runtime.store, broker.bootstrap)
     assert sim.successes_by_lead() == expected
 
 
@@ -81,8 +81,10 @@ def test_redis_killed_and_restarted_empty_loses_nothing_and_repeats_nothing(
     produce_commands(broker.bootstrap, "leadrelay.commands", [command(n) for n in range(40, 50)])
     # Dispatch pauses (the limiter cannot answer): nothing new reaches the provider.
     wait_until(
-        lambda: admin_get(service.url, "/v1/events/test:40").status_code == 200
-        and "shared state unavailable" in dispatcher.output(),
+        lambda: (
+            admin_get(service.url, "/v1/events/test:40").status_code == 200
+            and "shared state unavailable" in dispatcher.output()
+        ),
         timeout=20,
         what="the dispatcher registered what it read and tried a group without the limiter",
     )
@@ -91,7 +93,7 @@ def test_redis_killed_and_restarted_empty_loses_nothing_and_repeats_nothing(
 
     expected = {f"lead-{n}": 1 for n in [*range(20), *range(40, 50)]}
     wait_delivered(sim, len(expected), timeout=60)
-    wait_settled(service, broker.bootstrap)
+    wait_settled(service.runtime.store, broker.bootstrap)
     assert sim.successes_by_lead() == expected
     assert sim.rejected_429 == 0
     for n in range(20):  # every accepted event is still in the event log, delivered
