@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # leadrelay image: one image, three roles (see helm/leadrelay and docs/deploy.md).
-#   web         gunicorn -c python:service.web.gunicorn_conf 'service.web.app:create_app()'   (default CMD)
+#   web         gunicorn -c python:service.web.gunicorn_conf 'service.cli.serve:create_web_app()'   (default CMD)
 #   dispatcher  leadrelay kafka-dispatch        (embedded mode: leadrelay dispatch)
 #   consumers   leadrelay consume-sources
 ARG PYTHON_VERSION=3.11
@@ -50,4 +50,4 @@ WORKDIR /var/lib/leadrelay
 USER ${UID}:${UID}
 EXPOSE 8080 9100
 # Exec form: gunicorn is PID 1 and gets SIGTERM directly (graceful shutdown).
-CMD ["gunicorn", "-c", "python:service.web.gunicorn_conf", "service.web.app:create_app()"]
+CMD ["gunicorn", "-c", "python:service.web.gunicorn_conf", "service.cli.serve:create_web_app()"]

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/pipeline.py [-n 5000]
 
-Starts a Tansu broker (memory), uses Redis (REDIS_URL or a private server), and a
+Starts a Tansu broker (memory), uses PostgreSQL (DATABASE_URL or a private server; a scratch
+database) and Redis (REDIS_URL or a private server), and a
 LeadSquared simulator with no rate limit in a process of its own. Two runs on the same
 records:
 
@@ -47,6 +48,7 @@ from tests.support import (  # noqa: E402
     wait_http_ok,
     wait_until,
 )
+from tests.support_postgres import ScratchDatabase, postgres_server  # noqa: E402
 
 UPDATE_PATH = "/v2/LeadManagement.svc/Lead.Update"
 
@@ -207,6 +209,8 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="leadrelay-bench-"))
     broker = TansuBroker(workdir / "broker.log").start()
     redis_url, private_redis = shared_redis_url()
+    pg_server, private_pg = postgres_server()
+    database = ScratchDatabase(pg_server)
     sim_port = free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
     children = [spawn([sys.executable, __file__, "--sim-worker", str(sim_port)], workdir / "sim.log")]
@@ -221,7 +225,7 @@ def main() -> int:
             sim_url,
             mode="distributed",
             redis={"url": redis_url, "key_prefix": f"bench:{uuid.uuid4().hex[:8]}:"},
-            dedup={"backend": "redis"},
+            database={"url": database.url},
             dispatcher={"concurrency": args.concurrency},
             logging={"level": "WARNING", "json": True},
             server={"metrics_port": 0},
@@ -290,6 +294,9 @@ def main() -> int:
         broker.stop()
         if private_redis:
             private_redis.stop()
+        database.drop()
+        if private_pg:
+            private_pg.stop()
 
 
 if __name__ == "__main__":

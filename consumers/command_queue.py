@@ -1,14 +1,16 @@
 """The command topic as the `CommandQueue` of distributed mode.
 
-`enqueue` returns only after the broker acknowledged the record with `acks=all` (every
-in-sync replica has it); any failure or timeout raises `QueueUnavailable`, which the
-webhook answers with 503 + Retry-After. Records are keyed by the lead key, so every
-command of one lead lands in one partition, in order.
+`enqueue` runs inside the ingest transaction of the SQL store: it writes the command and
+its pending deliveries, then produces to the topic and returns only after the broker
+acknowledged the record with `acks=all` (every in-sync replica has it). A broker failure or
+timeout raises `QueueUnavailable` (the webhook answers 503 + Retry-After) and the
+transaction rolls back, dedup claim included. If the commit fails after the ack, the
+record is in Kafka without its row: the dispatcher registers it when it reads it. Records
+are keyed by the lead key, so every command of one lead lands in one partition, in order.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -20,16 +22,14 @@ from consumers.client import H_RECEIVED_AT, make_headers, make_producer
 from service.config import Config
 from service.domain.command import LeadUpdateCommand
 from service.ingest import QueueUnavailable
-from service.redis_state import RedisEventStore, StateUnavailable
-
-log = logging.getLogger("leadrelay.kafka.queue")
+from service.state import SqlStateStore
 
 
 class KafkaCommandQueue:
-    def __init__(self, config: Config, events: RedisEventStore | None = None) -> None:
+    def __init__(self, config: Config, store: SqlStateStore) -> None:
         self.config = config
         self.topic = config["kafka"]["topics"]["commands"]
-        self.events = events
+        self.store = store
         settings = config["kafka"]["producer"]
         # Wait a little longer than the producer's own delivery timeout, never forever.
         self.ack_timeout = (settings["delivery_timeout_ms"] + settings["max_block_ms"]) / 1000 + 1
@@ -72,31 +72,17 @@ class KafkaCommandQueue:
             threading.Thread(target=broken.close, kwargs={"timeout": 5}, daemon=True).start()
 
     def enqueue(self, command: LeadUpdateCommand) -> None:
-        received_at = time.time()
-        self.publish(command, received_at)
-        if self.events is not None:
-            try:
-                self.events.register(command, received_at)
-            except StateUnavailable as exc:
-                # The command is durable in Kafka; the dispatcher registers it when it sees it.
-                log.warning("event log not updated: %s", exc, extra={"command_id": command.command_id})
+        """Record, then produce and wait for the ack, in the caller's transaction."""
+        with self.store.transaction():
+            if self.store.enqueue(command):  # False: still on record, counted as a duplicate
+                self.publish(command, time.time())
 
     def note_duplicate(self, command_id: str) -> None:
-        if self.events is not None:
-            try:
-                self.events.note_duplicate(command_id)
-            except StateUnavailable:
-                pass  # a counter only
+        self.store.note_duplicate(command_id)
 
     def record_duplicate(self, command: LeadUpdateCommand, duplicate_of: str) -> None:
         """A double submit goes to the event log only, never to the command topic."""
-        if self.events is None:
-            log.info("double submit not recorded: no event log", extra={"command_id": command.command_id})
-            return
-        try:
-            self.events.record_duplicate(command, duplicate_of)
-        except StateUnavailable as exc:
-            raise QueueUnavailable(f"event log: {exc}") from None
+        self.store.record_duplicate(command, duplicate_of)
 
     def close(self) -> None:
         with self._lock:

@@ -1,10 +1,15 @@
-"""One group of a dispatcher batch, on a worker thread: claim, call, record the outcome.
+"""One group of a dispatcher batch, on a worker thread: claim the lead, claim the ledger,
+call, record the outcome.
 
-Per (command, provider) the Redis ledger is claimed before the call and written after it.
-The outcome leaves durably before the record counts as done: `delivered` in the ledger,
-a retry-topic record (transient failure, long wait, async poll), or a DLQ record
-(permanent failure). A rate-limit wait shorter than `kafka.max_in_batch_wait_seconds`
-keeps the group in the batch instead (`run_group` returns the seconds to wait).
+At most one group per (provider, lead) runs at a time across every dispatcher and both
+topics: the group first takes the lead's claim in the SQL store (held for the whole call,
+renewed by the owner's heartbeat), then reads the lead's applied field versions, so an
+older value is never applied after a newer one. Per (command, provider) the SQL ledger is
+claimed before the call and written after it. The outcome leaves durably before the record
+counts as done: `delivered` in the ledger, a retry-topic record (transient failure, long
+wait, async poll), or a DLQ record (permanent failure). A rate-limit wait shorter than
+`kafka.max_in_batch_wait_seconds` keeps the group in the batch instead (`run_group` returns
+the seconds to wait).
 """
 
 from __future__ import annotations
@@ -19,121 +24,71 @@ from consumers.batch import Group, Item
 from consumers.outcomes import OutcomePublisher
 from service import metrics
 from service.dispatcher import Decision, DeliveryCore
+from service.domain.state import Delivery, DeliveryGroup, StateUnavailable
 from service.logs import command_id_var
-from service.redis_state import RedisEventStore, StateUnavailable
-from service.store import Delivery, DeliveryGroup
+from service.state import SqlStateStore
+from service.state.dispatch_ledger import BUSY, DONE, ORPHAN, UNRECORDED
 
 log = logging.getLogger("leadrelay.kafka.dispatcher")
 
-STATE_RETRY_SECONDS = 1.0  # Redis or the broker could not take an outcome: try the group again
-BUSY_RETRY_SECONDS = 0.5  # another live dispatcher holds the claim (rebalance overlap)
+STATE_RETRY_SECONDS = 1.0  # the database, Redis or the broker could not answer: try the group again
+BUSY_RETRY_SECONDS = 0.5  # another group of this lead runs (here or in another dispatcher)
 
 
 class GroupRunner:
     def __init__(
         self,
         core: DeliveryCore,
-        ledger: RedisEventStore,
+        ledger: SqlStateStore,
         outcomes: OutcomePublisher,
         owner: str,
         max_in_batch_wait: float,
+        owner_ttl: float,
     ) -> None:
         self.core = core
         self.ledger = ledger
         self.outcomes = outcomes
         self.owner = owner
         self.max_in_batch_wait = max_in_batch_wait
-        # (command, provider) this process is calling right now: our own claims found in
-        # the ledger that are not in here were left by a failed attempt of ours (orphans).
-        self._local_in_flight: set[tuple[str, str]] = set()
-        self._local_lock = threading.Lock()
+        self.owner_ttl = owner_ttl
+        # Lead claims held by this process's workers; the heartbeat renews exactly these.
+        self._held: set[tuple[str, str]] = set()
+        self._held_lock = threading.Lock()
 
-    def _claim(
-        self, group: Group, items: list[Item]
-    ) -> tuple[list[tuple[Item, Delivery]], list[Item], bool, dict[str, str]]:
-        """-> (claimed deliveries, items already resolved, whether one was busy, the lead's
-        applied field versions). Claims and versions come back in one Redis round trip."""
-        claimed: list[tuple[Item, Delivery]] = []
-        resolved: list[Item] = []
-        ids = [item.command.command_id for item in items if item.command is not None]
-        verdicts, applied = self.ledger.claim_many(ids, group.provider, self.owner, group.lead_key)
-        for index, (item, (verdict, previous)) in enumerate(zip(items, verdicts, strict=True)):
-            assert item.command is not None
-            key = (item.command.command_id, group.provider)
-            if verdict == "mine":
-                with self._local_lock:
-                    verdict = "busy" if key in self._local_in_flight else "orphan"
-            if verdict == "busy":
-                # Keep order: nothing after a busy one; give back what we took after it.
-                later = [i.command for i, (v, _) in zip(items[index + 1 :], verdicts[index + 1 :], strict=True)
-                         if v in ("claimed", "orphan") and i.command is not None]  # fmt: skip
-                for command in later:
-                    self.ledger.record(command.command_id, group.provider, "pending")
-                return claimed, resolved, True, applied
-            if verdict == "done":
-                resolved.append(item)
-                continue
-            delivery = Delivery(
-                command=item.command,
-                provider=group.provider,
-                seq=item.offset,
-                attempts=int(previous.get("attempts") or item.attempts),
-                status="polling" if group.kind == "poll" else "pending",
-                request_id=item.request_id or previous.get("request_id"),
-                received_at=item.received_at,
-                first_attempt_at=previous.get("first_attempt_at"),
-            )
-            if verdict == "orphan" and group.kind == "deliver":
-                applied_already = self._confirmed_applied(group, delivery)
-                if applied_already is None:
-                    # Ask again later; keep order: give back what we took after it.
-                    later = [i.command for i, (v, _) in zip(items[index + 1 :], verdicts[index + 1 :], strict=True)
-                             if v in ("claimed", "orphan") and i.command is not None]  # fmt: skip
-                    for command in later:
-                        self.ledger.record(command.command_id, group.provider, "pending")
-                    return claimed, resolved, True, applied
-                if applied_already:
-                    resolved.append(item)
-                    continue
-            claimed.append((item, delivery))
-        return claimed, resolved, False, applied
-
-    def _confirmed_applied(self, group: Group, delivery: Delivery) -> bool | None:
-        """A dead owner left this (command, provider) in flight: did its call land? True: it
-        did (recorded delivered); False: send again; None: the read-back could not run now
-        (rate limited, provider failing): the claim stays ours and is asked again later."""
-        decision = self.core.confirm(
-            DeliveryGroup(group.provider, group.lead_key, [delivery]),
-            self.ledger.applied_versions(group.lead_key, group.provider),
-        )
-        command_id = delivery.command.command_id
-        if decision is None:
-            return None
-        if decision.status == "delivered":
-            log.warning(
-                "in-flight delivery of a dead owner: provider already has it",
-                extra={"command_id": command_id},
-            )
-            self.ledger.record(command_id, group.provider, "delivered", last_error=decision.error)
-            self.ledger.record_versions(group.lead_key, group.provider, decision.field_versions)
-            return True
-        # The dead owner's call may have landed: name what may now arrive twice.
-        log.warning(
-            "in-flight delivery of a dead owner: sending again (may be delivered twice)",
-            extra={
-                "command_id": command_id,
-                "provider": group.provider,
-                "lead_key": group.lead_key,
-                "reason": decision.error,
-            },
-        )
-        return False
+    def held_leads(self) -> list[tuple[str, str]]:
+        with self._held_lock:
+            return sorted(self._held)
 
     def run_group(self, group: Group) -> float | None:
         """Deliver what is open in `group`; None when done, else seconds until it runs again."""
+        lead = (group.provider, group.lead_key)
+        with self._held_lock:
+            if lead in self._held:  # a sibling group of this lead runs on another worker
+                return BUSY_RETRY_SECONDS
+            self._held.add(lead)
+        try:
+            try:
+                if not self.ledger.claim_lead(group.provider, group.lead_key, self.owner, self.owner_ttl):
+                    return BUSY_RETRY_SECONDS  # another dispatcher has this lead now
+            except StateUnavailable as exc:
+                log.warning("lead claim unavailable; will retry: %s", exc, extra={"provider": group.provider})
+                return STATE_RETRY_SECONDS
+            try:
+                return self._run_claimed(group)
+            finally:
+                try:
+                    self.ledger.release_lead(group.provider, group.lead_key, self.owner)
+                except StateUnavailable:
+                    pass  # it lapses after the owner TTL (the heartbeat renews only held leads)
+        finally:
+            with self._held_lock:
+                self._held.discard(lead)
+
+    def _run_claimed(self, group: Group) -> float | None:
         items = group.open_items()
         try:
-            claimed, resolved, busy, applied = self._claim(group, items)
+            claimed, resolved, busy = self._claim(group, items)
+            applied = self.ledger.applied_versions(group.lead_key, group.provider) if claimed else {}
         except StateUnavailable as exc:
             log.warning("ledger unavailable; will retry: %s", exc, extra={"provider": group.provider})
             return STATE_RETRY_SECONDS
@@ -141,14 +96,99 @@ class GroupRunner:
             item.unresolved.discard(group.provider)
         if not claimed:
             return BUSY_RETRY_SECONDS if busy else None
-        keys = {(d.command.command_id, group.provider) for _, d in claimed}
-        with self._local_lock:
-            self._local_in_flight |= keys
-        try:
-            return self._deliver(group, claimed, busy, applied)
-        finally:
-            with self._local_lock:
-                self._local_in_flight -= keys
+        return self._deliver(group, claimed, busy, applied)
+
+    def _claim(self, group: Group, items: list[Item]) -> tuple[list[tuple[Item, Delivery]], list[Item], bool]:
+        """-> (claimed deliveries, items with nothing left to do, whether one was busy)."""
+        claimed: list[tuple[Item, Delivery]] = []
+        resolved: list[Item] = []
+        ids = [item.command.command_id for item in items if item.command is not None]
+        now = time.time()
+        claims = self.ledger.claim_deliveries(
+            ids, group.provider, self.owner, group.kind, now, stale_before=now - self.owner_ttl
+        )
+        for index, (item, claim) in enumerate(zip(items, claims, strict=True)):
+            assert item.command is not None
+            if claim.verdict == DONE:
+                resolved.append(item)
+                continue
+            delivery = Delivery(
+                command=item.command,
+                provider=group.provider,
+                seq=item.offset,
+                attempts=max(claim.attempts, item.attempts),
+                status="polling" if group.kind == "poll" else "pending",
+                polls=claim.polls,
+                request_id=item.request_id or claim.request_id,
+                received_at=item.received_at,
+                first_attempt_at=claim.first_attempt_at,
+            )
+            if claim.verdict == BUSY:
+                # Keep order: nothing after a busy one; give back what we took after it.
+                self._give_back(group, self._later(group, items, claims, index))
+                return claimed, resolved, True
+            if claim.verdict in (ORPHAN, UNRECORDED) and group.kind == "deliver":
+                applied_already = self._confirmed_applied(group, delivery, claim.verdict)
+                if applied_already is None:
+                    # Ask again later; keep order: give back what we took after it.
+                    self._give_back(group, self._later(group, items, claims, index))
+                    return claimed, resolved, True
+                if applied_already:
+                    resolved.append(item)
+                    continue
+            claimed.append((item, delivery))
+        return claimed, resolved, False
+
+    @staticmethod
+    def _later(group: Group, items: list[Item], claims: list, index: int) -> list[Delivery]:
+        return [
+            Delivery(command=i.command, provider=group.provider, seq=i.offset, attempts=c.attempts)
+            for i, c in zip(items[index + 1 :], claims[index + 1 :], strict=True)
+            if c.verdict not in (DONE, BUSY) and i.command is not None
+        ]
+
+    def _give_back(self, group: Group, deliveries: list[Delivery]) -> None:
+        """Claims taken but not used: pending again, for whoever runs the lead next."""
+        if deliveries:
+            self.ledger.record(
+                DeliveryGroup(group.provider, group.lead_key, deliveries),
+                "pending",
+                now=time.time(),
+                count_attempt=False,
+            )
+
+    def _confirmed_applied(self, group: Group, delivery: Delivery, verdict: str) -> bool | None:
+        """A call of this delivery may have landed without its outcome being written (a dead
+        owner's, or an earlier attempt of ours whose record failed). True: the provider has it
+        (recorded delivered); False: send again; None: the read-back could not run now (rate
+        limited, provider failing): the claim stays ours and is asked again later."""
+        one = DeliveryGroup(group.provider, group.lead_key, [delivery])
+        decision = self.core.confirm(one, self.ledger.applied_versions(group.lead_key, group.provider))
+        command_id = delivery.command.command_id
+        if decision is None:
+            return None
+        if decision.status == "delivered":
+            log.warning(
+                "in-flight delivery without an outcome: provider already has it",
+                extra={"command_id": command_id, "claim": verdict},
+            )
+            self.ledger.record(
+                one, "delivered", now=time.time(), error=decision.error, count_attempt=False,
+                field_versions=decision.field_versions,
+            )  # fmt: skip
+            return True
+        # The earlier call may have landed: name what may now arrive twice.
+        log.warning(
+            "in-flight delivery without an outcome: sending again (may be delivered twice)",
+            extra={
+                "command_id": command_id,
+                "provider": group.provider,
+                "lead_key": group.lead_key,
+                "reason": decision.error,
+                "claim": verdict,
+            },
+        )
+        return False
 
     def _deliver(
         self, group: Group, claimed: list[tuple[Item, Delivery]], busy: bool, applied: dict[str, str]
@@ -174,11 +214,10 @@ class GroupRunner:
         return BUSY_RETRY_SECONDS if busy else None
 
     def _release(self, group: Group, claimed: list[tuple[Item, Delivery]]) -> None:
-        for _, delivery in claimed:
-            try:
-                self.ledger.record(delivery.command.command_id, group.provider, "pending")
-            except StateUnavailable:
-                pass  # the claim stays ours; we re-check it as an orphan of our own
+        try:
+            self._give_back(group, [d for _, d in claimed])
+        except StateUnavailable:
+            pass  # the claims stay ours: the next run finds them unrecorded and confirms first
 
     def _apply(self, group: Group, claimed: list[tuple[Item, Delivery]], decision: Decision) -> float | None:
         now = time.time()
@@ -193,27 +232,27 @@ class GroupRunner:
             # A rate-limit slot frees soon: hold the group in the batch. A misconfigured, paused
             # or broken (breaker open) provider goes to the retry topic instead, so it cannot
             # hold the batch, and other providers' records behind it, for long.
-            for _, delivery in claimed:
-                self.ledger.record(
-                    delivery.command.command_id,
-                    provider,
-                    "pending",
-                    next_attempt_at=decision.next_attempt_at,
-                    last_error=decision.error,
-                    error_stage=decision.stage,
-                )
+            self.ledger.record(
+                DeliveryGroup(provider, group.lead_key, [d for _, d in claimed]),
+                "pending",
+                now=now,
+                next_attempt_at=decision.next_attempt_at,
+                error=decision.error,
+                stage=decision.stage,
+                count_attempt=False,
+            )
             return max(0.001, wait)
         if decision.status == "delivered":
-            # The whole coalesced call and the lead's field versions: one round trip.
-            self.ledger.record_delivered(
-                [d.command.command_id for _, d in claimed],
-                provider,
-                group.lead_key,
-                decision.field_versions,
-                count_attempt=decision.count_attempt,
-                last_error=decision.error,
-                error_stage=decision.stage,
+            # The whole coalesced call and the lead's field versions: one transaction.
+            self.ledger.record(
+                DeliveryGroup(provider, group.lead_key, [d for _, d in claimed]),
+                "delivered",
+                now=now,
+                error=decision.error,
+                stage=decision.stage,
                 response=decision.response,
+                count_attempt=decision.count_attempt,
+                field_versions=decision.field_versions,
             )
         for item, delivery in claimed:
             command_id = delivery.command.command_id
@@ -231,11 +270,8 @@ class GroupRunner:
         provider = group.provider
         command_id = delivery.command.command_id
         attempts = delivery.attempts + (1 if decision.count_attempt else 0)
-        common = {
-            "last_error": decision.error,
-            "error_stage": decision.stage,
-            "response": decision.response,
-        }
+        one = DeliveryGroup(provider, group.lead_key, [delivery])
+        common = {"error": decision.error, "stage": decision.stage, "response": decision.response}
         if decision.status == "delivered":  # the ledger was written for the whole group
             metrics.DELIVERIES.labels(provider=provider, outcome="delivered").inc()
             if delivery.received_at:
@@ -251,9 +287,7 @@ class GroupRunner:
                 provider,
                 command_id,
             )
-            self.ledger.record(
-                command_id, provider, "dead_lettered", count_attempt=decision.count_attempt, **common
-            )
+            self.ledger.record(one, "dead_lettered", now=now, count_attempt=decision.count_attempt, **common)
             metrics.DELIVERIES.labels(provider=provider, outcome="dead_lettered").inc()
             metrics.DEAD_LETTERS.labels(provider=provider, stage=decision.stage or "provider").inc()
             log.warning(
@@ -275,15 +309,15 @@ class GroupRunner:
                 received_at=delivery.received_at,
                 reason=decision.error,
             )
-            if decision.count_attempt:  # an attempt was made: the retry horizon counts from the first
-                common["first_attempt_at"] = delivery.first_attempt_at or now
+            # An attempt made starts the retry horizon (the ledger keeps the first one's time).
             self.ledger.record(
-                command_id,
-                provider,
+                one,
                 decision.status,
+                now=now,
                 count_attempt=decision.count_attempt,
+                count_poll=decision.count_poll,
                 next_attempt_at=due_at,
-                request_id=request_id,
+                request_id=decision.request_id,
                 **common,
             )
             log.info(

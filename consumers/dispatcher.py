@@ -6,7 +6,9 @@ One loop per process, in its main thread (kafka-python consumers are not thread-
 2. group by (partition, provider, lead) in record order and coalesce each group into one
    call through the same `DeliveryCore` as the embedded dispatcher, on a worker pool
    (`consumers/delivery.py`);
-3. per (command, provider): claim in the Redis ledger before the call, record after it.
+3. per group: claim the lead in PostgreSQL (one group per provider and lead across every
+   dispatcher and both topics); per (command, provider): claim in the SQL ledger before
+   the call, record after it.
    A rate-limit wait is waited out inside the batch; a transient failure (and any wait
    longer than `kafka.max_in_batch_wait_seconds`) goes to the retry topic with its due
    time, so one failing lead never stalls its partition; a permanent one to the DLQ;
@@ -49,13 +51,14 @@ from consumers.client import (
 )
 from consumers.delivery import STATE_RETRY_SECONDS, GroupRunner
 from consumers.outcomes import OutcomePublisher
+from consumers.wiring import open_record, redis_client
 from service import metrics
 from service.config import Config
 from service.dispatcher import DeliveryCore
 from service.domain.command import SCHEMA_VERSION, LeadUpdateCommand
-from service.redis_state import RedisEventStore, StateUnavailable
-from service.runtime import redis_client
+from service.domain.state import StateUnavailable
 from service.state.redis_limiter import RedisRateLimiter
+from service.state.retention import RetentionPruner
 
 log = logging.getLogger("leadrelay.kafka.dispatcher")
 
@@ -68,11 +71,11 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
         kafka = config["kafka"]
         self.topics = kafka["topics"]
         self.owner = owner or uuid.uuid4().hex[:12]
-        client = redis_client(config)
-        prefix = config["redis"]["key_prefix"]
-        ttl = max(int(kafka["event_ttl_seconds"]), int(config["dedup"]["window_seconds"]))
-        self.ledger = RedisEventStore(client, prefix, ttl_seconds=ttl)
-        self.core = DeliveryCore(config, limiter=RedisRateLimiter(client, prefix))
+        # Redis holds only the shared rate limiter; the record is the SQL store (PostgreSQL).
+        self.ledger = open_record(config)
+        self.redis = redis_client(config)
+        self.core = DeliveryCore(config, limiter=RedisRateLimiter(self.redis, config["redis"]["key_prefix"]))
+        self.core.counts_polls = True  # the SQL ledger keeps `polls`
         self.core.gate.attach(self.ledger)  # every dispatcher shares one breaker per provider
         self.concurrency = int(config["dispatcher"]["concurrency"])
         self.max_in_batch_wait = float(kafka["max_in_batch_wait_seconds"])
@@ -85,16 +88,22 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="kdeliver")
         self.batch: Batch | None = None
         self.resume_at: dict[TopicPartition, float] = {}
-        self.runner = GroupRunner(self.core, self.ledger, self.outcomes, self.owner, self.max_in_batch_wait)
+        self.runner = GroupRunner(
+            self.core, self.ledger, self.outcomes, self.owner, self.max_in_batch_wait, self.owner_ttl
+        )
         self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="owner-heartbeat", daemon=True)
+        # Retention runs here too, in small transactions: concurrent pruners only ever delete
+        # rows that are prunable for both, and a row already gone is simply not counted.
+        self.pruner = RetentionPruner(self.ledger, config["retention"])
 
     # ---- liveness ---------------------------------------------------------------------
 
     def _heartbeat(self) -> None:
-        """Other dispatchers treat our in-flight claims as live while this key exists."""
+        """Other dispatchers treat our in-flight claims and our lead claims as live while this
+        beats (a claim whose heartbeat is older than `kafka.owner_ttl_seconds` is an orphan)."""
         while not self.stopping.is_set():
             try:
-                self.ledger.heartbeat(self.owner, self.owner_ttl)
+                self.ledger.renew_owner(self.owner, self.runner.held_leads(), time.time(), self.owner_ttl)
             except StateUnavailable as exc:
                 log.warning("owner heartbeat failed: %s", exc)
             self.stopping.wait(self.owner_ttl / 3)
@@ -232,7 +241,7 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
         ]
         while pending and not self.stopping.is_set():
             try:
-                self.ledger.register_many(pending)  # one round trip for the batch
+                self.ledger.register(pending)  # one transaction for the batch
                 return
             except StateUnavailable as exc:
                 log.warning("event log unavailable; waiting: %s", exc)
@@ -301,6 +310,7 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
     def run(self) -> None:
         ensure_topics(self.config, [self.topics["commands"], self.topics["retry"], self.topics["dlq"]])
         self._heartbeat_thread.start()
+        self.pruner.start()
         self.consumer = make_consumer(self.config, self.config["kafka"]["groups"]["dispatcher"])
         self.consumer.subscribe([self.topics["commands"], self.topics["retry"]], listener=self)
         log.info("kafka dispatcher started", extra={"owner": self.owner, "concurrency": self.concurrency})
@@ -321,6 +331,7 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
         """Calls in flight have finished (the batch loop waited); offsets are committed.
         Leave the group now so the partitions move at once, not after a session timeout."""
         self.pool.shutdown(wait=True)
+        self.pruner.stop()
         if self.consumer is not None:
             try:
                 self.consumer.close(autocommit=False, timeout_ms=5000)
@@ -333,5 +344,6 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
         try:
             self.ledger.forget_owner(self.owner)
         except StateUnavailable:
-            pass
+            pass  # our lead claims lapse after the owner TTL
+        self.ledger.close()
         log.info("kafka dispatcher stopped", extra={"owner": self.owner})

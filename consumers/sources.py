@@ -25,8 +25,8 @@ from consumers.outcomes import OutcomePublisher
 from service import metrics
 from service.config import Config
 from service.dedup import DedupUnavailable
+from service.domain.state import StateUnavailable
 from service.ingest import Ingestor, QueueUnavailable
-from service.redis_state import StateUnavailable
 from service.runtime import Runtime
 from service.sources import SOURCE_KINDS
 from service.sources.base import AdapterError, InboundRequest, SourceAdapter

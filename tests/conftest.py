@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from consumers.wiring import build_distributed_runtime
 from handlers.leadsquared.simulator import create_leadsquared_simulator
 from handlers.simulation import ServedApp
 from service.config import Config
@@ -17,6 +18,7 @@ from service.dispatcher import DeliveryCore, EmbeddedDispatcher
 from service.runtime import Runtime, build_runtime
 from service.web.app import create_app
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, base_config, load, shared_redis_url
+from tests.support_postgres import ScratchDatabase, postgres_server
 
 # Tests that need more than the inner loop's tools, by directory: `make test-fast` leaves them out.
 MARKERS_BY_DIRECTORY = {"kafka": "kafka", "deploy": "deploy", "console": "browser"}
@@ -37,6 +39,27 @@ def redis_url() -> Iterator[str]:
     yield url
     if private:
         private.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server's connection URL for this run (`DATABASE_URL`, else a private one)."""
+    server, private = postgres_server()
+    try:
+        yield server
+    finally:
+        if private is not None:
+            private.stop()
+
+
+@pytest.fixture
+def database_url(postgres: str) -> Iterator[str]:
+    """A database of this test's own on that server, dropped afterwards."""
+    database = ScratchDatabase(postgres)
+    try:
+        yield database.url
+    finally:
+        database.drop()
 
 
 @pytest.fixture
@@ -62,7 +85,8 @@ class LiveService:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.runtime: Runtime = build_runtime(config)
+        distributed = config["mode"] == "distributed"
+        self.runtime: Runtime = build_distributed_runtime(config) if distributed else build_runtime(config)
         self.app = create_app(config, self.runtime)
         self.server = ServedApp(self.app).start()
         self.url = self.server.url

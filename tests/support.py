@@ -253,6 +253,12 @@ class PrivateRedis:
         assert self.proc
         self.proc.send_signal(signal.SIGCONT)
 
+    def kill(self) -> None:
+        """kill -9: with no persistence, `start()` after this brings it back empty."""
+        assert self.proc
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)

@@ -4,8 +4,10 @@ with a random name, dropped at the end."""
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -62,6 +64,31 @@ class PrivatePostgres:
         )
         self.conninfo = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         return self
+
+    def _processes(self) -> list[int]:
+        """The postmaster and its children (every backend): all of them must freeze."""
+        found = glob.glob(os.path.join(self.dir, "**", "postmaster.pid"), recursive=True)
+        with open(found[0]) as pid_file:
+            master = int(pid_file.readline())
+        children = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as stat:
+                        parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if parent == master:
+                    children.append(int(entry))
+        return [master, *children]
+
+    def pause(self) -> None:
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.server is not None:

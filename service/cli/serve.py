@@ -14,9 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flask import Flask
+
 import service.web
 from consumers.dispatcher import KafkaDispatcher
 from consumers.sources import SourceConsumers
+from consumers.wiring import build_distributed_runtime, readiness_checks
 from handlers import HANDLER_KINDS
 from handlers.sandbox import SIMULATORS
 from handlers.simulation import ServedApp
@@ -25,9 +28,10 @@ from service.config import CONFIG_ENV, Config, load_config
 from service.dispatcher import EmbeddedDispatcher
 from service.logs import configure_logging
 from service.metrics import add_readiness_check, serve_metrics
-from service.runtime import build_runtime, distributed_readiness_checks
+from service.runtime import build_runtime
 from service.state import open_state_store
 from service.state.retention import RetentionPruner
+from service.web.app import create_app
 
 log = logging.getLogger("leadrelay.cli")
 
@@ -87,8 +91,17 @@ def gunicorn_command(config: Config) -> list[str]:
         "--bind", server["bind"],
         "--workers", str(server["workers"]),
         "--threads", str(server["threads"]),
-        "service.web.app:create_app()",
+        "service.cli.serve:create_web_app()",
     ]  # fmt: skip
+
+
+def create_web_app() -> Flask:
+    """The gunicorn target of both modes (the image's CMD): the embedded runtime, or the
+    distributed one (PostgreSQL record, Kafka queue) wired in `consumers.wiring`."""
+    config = load_config()
+    configure_logging(config["logging"]["level"], config["logging"]["json"])
+    runtime = build_distributed_runtime(config) if config["mode"] == "distributed" else build_runtime(config)
+    return create_app(config, runtime)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -195,10 +208,9 @@ def _distributed_config(args: argparse.Namespace, what: str) -> Config:
     return config
 
 
-def _serve_own_metrics(config: Config, port: int | None) -> None:
-    """The worker's own port: /metrics, /healthz (its loop turns), /readyz (broker, Redis)."""
-
-    for name, check in distributed_readiness_checks(config).items():
+def _serve_own_metrics(config: Config, port: int | None, checks: dict[str, Any]) -> None:
+    """The worker's own port: /metrics, /healthz (its loop turns), /readyz (`checks`)."""
+    for name, check in checks.items():
         add_readiness_check(name, check)
     try:
         if port is not None:
@@ -220,8 +232,10 @@ def _stop_on_signals(stop: Any) -> None:
 
 def cmd_kafka_dispatch(args: argparse.Namespace) -> int:
     config = _distributed_config(args, "kafka-dispatch")
-    _serve_own_metrics(config, args.metrics_port)
     dispatcher = KafkaDispatcher(config)
+    _serve_own_metrics(
+        config, args.metrics_port, readiness_checks(config, dispatcher.ledger, dispatcher.redis)
+    )
     _stop_on_signals(dispatcher.stop)
     dispatcher.run()
     return 0
@@ -229,12 +243,13 @@ def cmd_kafka_dispatch(args: argparse.Namespace) -> int:
 
 def cmd_consume_sources(args: argparse.Namespace) -> int:
     config = _distributed_config(args, "consume-sources")
-    _serve_own_metrics(config, args.metrics_port)
     try:
-        consumers = SourceConsumers(build_runtime(config))
+        runtime = build_distributed_runtime(config)
+        consumers = SourceConsumers(runtime)
     except ValueError as exc:
         print(f"leadrelay: {exc}", file=sys.stderr)
         return 2
+    _serve_own_metrics(config, args.metrics_port, runtime.extras["readiness_checks"])
     _stop_on_signals(consumers.stop)
     consumers.run()
     return 0

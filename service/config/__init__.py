@@ -133,7 +133,15 @@ def validate_config(
             continue
         errors.extend(kafka_format_problems(index, binding["format"], data["sources"], SOURCE_KINDS))
     if data.get("mode") == "distributed" and not (data.get("redis") or {}).get("url"):
-        errors.append("redis.url: distributed mode needs Redis (LEADRELAY__REDIS__URL)")
+        errors.append(
+            "redis.url: distributed mode needs Redis for the shared rate limiter (LEADRELAY__REDIS__URL)"
+        )
+    if data.get("mode") == "distributed" and not str(
+        (data.get("database") or {}).get("url") or ""
+    ).startswith(("postgresql://", "postgres://")):
+        errors.append(
+            "database.url: distributed mode keeps its record in PostgreSQL (LEADRELAY__DATABASE__URL)"
+        )
     errors.extend(credential_errors(data, HANDLER_KINDS))
     errors.extend(secret_length_errors(data))
     if errors:

@@ -69,7 +69,8 @@ class RedisSchema(_Strict):
 
 
 class DedupSchema(_Strict):
-    backend = fields.String(load_default="sqlite", validate=validate.OneOf(["sqlite", "redis"]))
+    # The keys live in the state store's database in both modes; the key stays for old files.
+    backend = fields.String(load_default="sqlite", validate=validate.OneOf(["sqlite"]))
     window_seconds = fields.Integer(load_default=7 * 24 * 3600, validate=validate.Range(min=60))
     fingerprint_window_seconds = fields.Integer(load_default=600, validate=validate.Range(min=0))
     pending_seconds = fields.Integer(load_default=60, validate=validate.Range(min=1))
@@ -199,8 +200,6 @@ class KafkaSchema(_Strict):
     # A rate-limit or not-configured wait up to this long is waited out inside the batch;
     # longer waits (and every transient failure) go through the retry topic.
     max_in_batch_wait_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=0))
-    # Event log entries in Redis live this long (the delivery ledger lives as long as dedup).
-    event_ttl_seconds = fields.Integer(load_default=7 * 24 * 3600, validate=validate.Range(min=60))
     # A dispatcher that stops heartbeating this long is dead: its in-flight claims are recovered.
     owner_ttl_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=1))
     sources = fields.List(fields.Nested(KafkaSourceSchema), load_default=list)

@@ -68,9 +68,10 @@ class ProviderGate:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._lock = threading.RLock()
         self._refreshed_at = float("-inf")
+        self._refresh_lock = threading.Lock()
 
     def attach(self, store: ControlStore) -> None:
-        """Share breaker state and pauses through `store` (embedded: SQLite; distributed: Redis)."""
+        """Share breaker state and pauses through `store` (the SQL state store: SQLite embedded, PostgreSQL distributed)."""
         self.store = store
         self._refreshed_at = float("-inf")
 
@@ -133,15 +134,20 @@ class ProviderGate:
     # ---- sharing -----------------------------------------------------------------------------
 
     def refresh(self, force: bool = False) -> None:
-        now = self.clock()
-        if self.store is None or (not force and now - self._refreshed_at < self.refresh_seconds):
+        if self.store is None:
             return
-        self._refreshed_at = now
-        try:
-            controls = self.store.provider_controls()
-        except StateUnavailable as exc:
-            log.warning("provider controls unavailable; keeping local breaker state: %s", exc)
-            return
+        # Workers that arrive while a read is under way wait for it: otherwise the first
+        # calls after start-up would be admitted on the default state, past an operator's pause.
+        with self._refresh_lock:
+            now = self.clock()
+            if not force and now - self._refreshed_at < self.refresh_seconds:
+                return
+            self._refreshed_at = now
+            try:
+                controls = self.store.provider_controls()
+            except StateUnavailable as exc:
+                log.warning("provider controls unavailable; keeping local breaker state: %s", exc)
+                return
         for name, control in controls.items():
             with self._lock:
                 breaker = self.breaker(name)

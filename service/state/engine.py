@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from service.domain.state import StateUnavailable
 from service.state.group_commit import GroupCommit
+from service.state.watchdog import StatementWatchdog
 
 T = TypeVar("T")
 
@@ -176,17 +177,21 @@ def _sqlite_unavailable(exc: BaseException) -> StateUnavailable | None:
 
 
 class _PgSession:
-    """A psycopg connection seen through the `?`-placeholder session surface."""
+    """A psycopg connection seen through the `?`-placeholder session surface; every round trip
+    under the watchdog's deadline."""
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, watchdog: StatementWatchdog) -> None:
         self.connection = connection
+        self.watchdog = watchdog
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
-        return self.connection.execute(POSTGRESQL.sql(statement), params)
+        with self.watchdog.guard(self.connection):
+            return self.connection.execute(POSTGRESQL.sql(statement), params)
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> Any:
         cursor = self.connection.cursor()
-        cursor.executemany(POSTGRESQL.sql(statement), rows)
+        with self.watchdog.guard(self.connection):
+            cursor.executemany(POSTGRESQL.sql(statement), rows)
         return cursor
 
 
@@ -213,6 +218,9 @@ class PostgresEngine:
         self._errors += (PoolTimeout,)
         self.url = url
         self._nesting = _Nesting()
+        # A statement may take its statement_timeout; a frozen server gets a second more.
+        self.watchdog = StatementWatchdog(statement_timeout_ms / 1000 + 1.0)
+        self._checking = threading.Lock()
         self.pool = ConnectionPool(
             url,
             min_size=1,
@@ -240,13 +248,21 @@ class PostgresEngine:
                 self._nesting.depth -= 1
             return
         try:
-            with self.pool.connection() as connection, connection.transaction():
-                session = _PgSession(connection)
+            # BEGIN goes out with the first statement; COMMIT and ROLLBACK are explicit, so every
+            # round trip is under the watchdog (the pool then finds the connection idle).
+            with self.pool.connection() as connection:
+                session = _PgSession(connection, self.watchdog)
                 self._nesting.session, self._nesting.depth = session, 1
                 try:
                     yield session
+                except BaseException:
+                    with self.watchdog.guard(connection):
+                        connection.rollback()
+                    raise
                 finally:
                     self._nesting.session, self._nesting.depth = None, 0
+                with self.watchdog.guard(connection):
+                    connection.commit()
         except self._errors as exc:
             self._drop_broken_connections()
             raise StateUnavailable(f"postgresql: {type(exc).__name__}: {exc}") from exc
@@ -259,11 +275,18 @@ class PostgresEngine:
 
     def _drop_broken_connections(self) -> None:
         """After a failure the idle connections may be dead too (a server restart kills them
-        all): test them now, so the sender's retry gets a working one, not the next corpse."""
+        all): test them, so the sender's retry gets a working one, not the next corpse. In the
+        background, one check at a time: against a frozen server a check waits as long as it."""
+        if self._checking.acquire(blocking=False):
+            threading.Thread(target=self._check, name="pg-pool-check", daemon=True).start()
+
+    def _check(self) -> None:
         try:
             self.pool.check()
         except Exception:  # the server may still be down; the pool keeps reconnecting
             pass
+        finally:
+            self._checking.release()
 
     def read(self) -> Any:
         """Reads take a pooled connection too (or join the thread's open transaction)."""

@@ -60,6 +60,7 @@ def filter_sql(event_filter: EventFilter) -> tuple[str, list[Any]]:
 
 class EventLogMixin:
     engine: Any
+    requeue: Callable[[LeadUpdateCommand], None] | None = None
 
     def transaction(self) -> Any: ...
 
@@ -179,6 +180,11 @@ class EventLogMixin:
                     "INSERT INTO history (command_id, provider, at, status, detail) VALUES (?, ?, ?, 'replayed', NULL)",
                     [(command_id, p) + (now,) for p in replayed],
                 )
+            if self.requeue is not None and (replayed or routed):
+                command = LeadUpdateCommand.from_json(row["body"])
+                if routed:
+                    command = command.with_providers(tuple(dict.fromkeys([*command.providers, *routed])))
+                self.requeue(command)
             return [
                 r["provider"]
                 for r in db.execute(

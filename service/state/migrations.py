@@ -169,8 +169,16 @@ def _run(step: Step, db: Session, dialect: Dialect) -> None:
         step(db, dialect)
 
 
+# Any constant: the key of the transaction-level advisory lock serialising schema creation.
+SCHEMA_LOCK_KEY = 7_304_512
+
+
 def applied_versions(engine: Engine) -> set[int]:
     with engine.transaction() as db:
+        if engine.dialect.name == "postgresql":
+            # CREATE TABLE IF NOT EXISTS is not safe against a concurrent creator (two processes
+            # starting on a fresh database): the second waits here, then finds the table.
+            db.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK_KEY,))
         _ddl(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
             " applied_at {float} NOT NULL)"

@@ -18,6 +18,7 @@ from service.domain.state import Delivery, DeliveryGroup
 from service.domain.statuses import DeliveryStatus
 from service.state.controls import ControlsMixin
 from service.state.dedup_keys import DedupKeysMixin
+from service.state.dispatch_ledger import DispatchLedgerMixin
 from service.state.engine import Engine, Session
 from service.state.event_log import EventLogMixin
 
@@ -27,10 +28,13 @@ POLL_LEASE_SECONDS = 300.0
 PARAMS_PER_STATEMENT = 500  # SQLite's limit on bound parameters is 999 on old builds
 
 
-class SqlStateStore(DedupKeysMixin, EventLogMixin, ControlsMixin):
+class SqlStateStore(DedupKeysMixin, EventLogMixin, ControlsMixin, DispatchLedgerMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect
+        # Distributed mode: a replay produces the command to the command topic again, inside
+        # the replay's transaction (a broker failure rolls the replay back).
+        self.requeue: Callable[[LeadUpdateCommand], None] | None = None
 
     def transaction(self) -> Any:
         """One write transaction; the store's calls made inside it join it (one commit)."""
@@ -57,10 +61,10 @@ class SqlStateStore(DedupKeysMixin, EventLogMixin, ControlsMixin):
 
     # ---- queue ---------------------------------------------------------------------------
 
-    def enqueue(self, command: LeadUpdateCommand) -> None:
-        """Durably queue the command with one pending delivery per provider. A command still
-        on record (its dedup key expired before retention removed it, e.g. a dead letter kept
-        30 days re-sent after the 7-day window) is counted as a duplicate, not queued again."""
+    def enqueue(self, command: LeadUpdateCommand) -> bool:
+        """Durably queue the command with one pending delivery per provider; False when it was
+        still on record (its dedup key expired before retention removed it, e.g. a dead letter
+        kept 30 days re-sent after the 7-day window): counted as a duplicate, not queued again."""
         now = time.time()
         lead = command.lead
         with self.transaction() as db:
@@ -83,12 +87,13 @@ class SqlStateStore(DedupKeysMixin, EventLogMixin, ControlsMixin):
             ).fetchone()
             if row is None:
                 self.note_duplicate(command.command_id)
-                return
+                return False
             self._add_deliveries(db, row["seq"], command, command.providers, now)
             db.execute(
                 "INSERT INTO history (command_id, provider, at, status, detail) VALUES (?, NULL, ?, 'received', ?)",
                 (command.command_id, now, command.source),
             )
+        return True
 
     @staticmethod
     def _add_deliveries(

@@ -61,8 +61,6 @@ def replay_matching() -> Any:
     if errors:
         return error_response(400, "VALIDATION_ERROR", "bad filter", errors)
     store = _runtime().store
-    if not hasattr(store, "replay_matching"):
-        return error_response(501, "NOT_AVAILABLE", "bulk replay needs the SQL state store in this mode")
     counts = store.replay_matching(event_filter, dry_run=dry_run)
     return jsonify({"dry_run": dry_run, **counts}), 200 if dry_run or not counts["deliveries"] else 202
 
@@ -70,8 +68,6 @@ def replay_matching() -> Any:
 @admin.get("/overview")
 def overview() -> Any:
     store = _runtime().store
-    if not hasattr(store, "overview"):
-        return error_response(501, "NOT_AVAILABLE", "the overview needs the SQL state store in this mode")
     return jsonify(store.overview(time.time()))
 
 

@@ -1,4 +1,4 @@
-"""The Flask app factory: `gunicorn 'service.web.app:create_app()'`."""
+"""The Flask app factory (embedded mode: `gunicorn 'service.web.app:create_app()'`; the image runs `service.cli.serve:create_web_app()`, which wires either mode)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from service import metrics
 from service.config import Config, load_config
 from service.domain.state import StateUnavailable
+from service.ingest import QueueUnavailable
 from service.logs import configure_logging, request_id_var
 from service.runtime import Runtime, build_runtime
 from service.web.admin import admin
@@ -83,6 +84,16 @@ def create_app(config: Config | None = None, runtime: Runtime | None = None) -> 
     def state_unavailable(exc: StateUnavailable) -> Any:
         log.warning("database unavailable: %s", exc)
         response, status = error_response(503, "UNAVAILABLE", "the database cannot answer now; retry later")
+        response.headers["Retry-After"] = "5"
+        return response, status
+
+    @app.errorhandler(QueueUnavailable)
+    def queue_unavailable(exc: QueueUnavailable) -> Any:
+        # A replay in distributed mode produces to the command topic; the broker refused it.
+        log.warning("command queue unavailable: %s", exc)
+        response, status = error_response(
+            503, "UNAVAILABLE", "the command queue cannot take it now; retry later"
+        )
         response.headers["Retry-After"] = "5"
         return response, status
 

@@ -1,6 +1,6 @@
 """gunicorn settings for the web process.
 
-    gunicorn -c python:service.web.gunicorn_conf 'service.web.app:create_app()'     (the image's CMD)
+    gunicorn -c python:service.web.gunicorn_conf 'service.cli.serve:create_web_app()'     (the image's CMD)
 
 `leadrelay serve` passes bind/workers/threads from the leadrelay config on the command
 line (which wins over this file); in a container they come from the environment:

@@ -109,7 +109,6 @@ def admin_paths() -> dict[str, Any]:
                     "200": json_body(BulkReplaySchema, "a dry run, or nothing matched"),
                     "202": json_body(BulkReplaySchema, "deliveries queued again"),
                     "400": error_body("bad filter"),
-                    "501": error_body("this mode's state store has no bulk replay"),
                     **ADMIN_ERRORS,
                 },
             }
@@ -122,7 +121,6 @@ def admin_paths() -> dict[str, Any]:
                 "security": [{"adminToken": []}],
                 "responses": {
                     "200": json_body(OverviewSchema, "the overview"),
-                    "501": error_body("this mode's state store has no overview"),
                     **ADMIN_ERRORS,
                 },
             }

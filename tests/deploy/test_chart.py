@@ -305,6 +305,8 @@ def pod_environ(container: dict[str, Any], from_secret: dict[str, str]) -> dict[
         env[item["name"]] = item["value"] if "value" in item else f"placeholder-{item['name'].lower()}"
     if not env.get("LEADRELAY__REDIS__URL", "redis").startswith("redis"):
         env["LEADRELAY__REDIS__URL"] = "redis://redis-from-secret:6379/0"
+    if env.get("LEADRELAY__DATABASE__URL", "postgresql").startswith("placeholder"):
+        env["LEADRELAY__DATABASE__URL"] = "postgresql://leadrelay@pg-from-secret:5432/leadrelay"
     return env
 
 
@@ -312,7 +314,11 @@ def test_the_config_map_is_a_valid_leadrelay_config(
     chart: helm.Chart, production_values: dict[str, Any], tmp_path: Path
 ) -> None:
     # What operators put in `existingSecret` (docs/deploy.md), including Redis' URL.
-    from_secret = {**SECRETS, "LEADRELAY__REDIS__URL": "redis://redis-from-secret:6379/0"}
+    from_secret = {
+        **SECRETS,
+        "LEADRELAY__REDIS__URL": "redis://redis-from-secret:6379/0",
+        "LEADRELAY__DATABASE__URL": "postgresql://leadrelay@pg-from-secret:5432/leadrelay",
+    }
     for label, values in variants(production_values).items():
         docs = objects(chart, values)
         path = tmp_path / f"{label}.yaml"
@@ -329,7 +335,7 @@ def test_the_config_map_is_a_valid_leadrelay_config(
         named(objects(chart, production_values), "ConfigMap", "lr-leadrelay")["data"]["leadrelay.yaml"]
     )
     assert prod["kafka"]["bootstrap_servers"] == production_values["kafka"]["bootstrapServers"]
-    assert prod["dedup"]["backend"] == "redis"
+    assert "redis" not in prod.get("dedup", {}).get("backend", "")  # dedup lives in PostgreSQL
     assert prod["providers"]["leadsquared"]["field_map"] == {"city": "mx_City"}
 
 
@@ -557,3 +563,32 @@ def test_alert_rules_use_metrics_the_app_exports(
         names = set(re.findall(r"leadrelay_[a-z_]+", expr))
         assert names and names <= exported, (expr, names - exported)
     assert "leadrelay_breaker_state" in alerts["LeadrelayCircuitOpen"]
+
+
+def test_database_url_comes_from_a_secret_and_a_hook_job_migrates(
+    chart: helm.Chart, production_values: dict[str, Any]
+) -> None:
+    values = {**production_values, "database": {"secretName": "lr-pg", "secretKey": "uri"}}
+    docs = objects(chart, values)
+    for name, template in pod_templates(docs):
+        for container in template["spec"]["containers"]:
+            found = [e for e in container["env"] if e["name"] == "LEADRELAY__DATABASE__URL"]
+            assert found == [
+                {
+                    "name": "LEADRELAY__DATABASE__URL",
+                    "valueFrom": {"secretKeyRef": {"name": "lr-pg", "key": "uri"}},
+                }
+            ], name
+    job = named(docs, "Job", "lr-leadrelay-migrate")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] + container["args"] == ["leadrelay", "migrate"]
+    assert {
+        "name": "LEADRELAY__DATABASE__URL",
+        "valueFrom": {"secretKeyRef": {"name": "lr-pg", "key": "uri"}},
+    } in (container["env"])
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "postgresql://" not in json.dumps(docs)  # the URL is never rendered
+    policy = named(objects(chart, None), "NetworkPolicy", "lr-leadrelay")  # the default ports
+    assert {"port": 5432, "protocol": "TCP"} in policy["spec"]["egress"][1]["ports"]
+    assert by_kind(objects(chart, {"mode": "embedded"}), "Job") == []

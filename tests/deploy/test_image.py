@@ -96,7 +96,7 @@ def test_the_build_stage_copies_every_package_the_project_ships() -> None:
 def test_cmd_and_chart_commands_are_installed_entry_points() -> None:
     command = dockerfile_cmd()
     assert command[:3] == ["gunicorn", "-c", "python:service.web.gunicorn_conf"]
-    assert command[3] == "service.web.app:create_app()"
+    assert command[3] == "service.cli.serve:create_web_app()"
     image_argv(command)  # gunicorn is a console script of the environment
     image_argv(["leadrelay"])
     assert "dispatch" in build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]

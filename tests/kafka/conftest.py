@@ -1,6 +1,7 @@
 """Fixtures for distributed mode: a real Tansu broker per test (memory storage, a free
-loopback port), Redis (the shared one, or a private server for outage tests), a
-LeadSquared simulator with seeded leads, and dispatcher/consumer child processes."""
+loopback port), a PostgreSQL database per test (the record; `DATABASE_URL` when one answers,
+else a private server), Redis (the limiter: the shared one, or a private server for outage
+tests), a LeadSquared simulator with seeded leads, and dispatcher/consumer child processes."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from kafka.errors import KafkaError
 from handlers.leadsquared.simulator import create_leadsquared_simulator
 from handlers.simulation import ServedApp
 from service.domain.command import LeadIdentity, LeadUpdateCommand, utcnow
+from service.state import SqlStateStore, migrate
+from service.state.engine import PostgresEngine
 from tests.support import (
     LSQ_ACCESS_KEY,
     LSQ_SECRET_KEY,
@@ -168,14 +171,20 @@ def make_sim() -> Iterator[Callable[..., FastSim]]:
 
 
 def kafka_raw_config(
-    tmp_path: Path, broker: TansuBroker, redis_url: str, prefix: str, lsq_url: str, **overrides: Any
+    tmp_path: Path,
+    broker: TansuBroker,
+    redis_url: str,
+    prefix: str,
+    lsq_url: str,
+    database_url: str,
+    **overrides: Any,
 ) -> dict[str, Any]:
     raw = base_config(
         tmp_path,
         lsq_url,
         mode="distributed",
         redis={"url": redis_url, "key_prefix": prefix, "socket_timeout_seconds": 1.0},
-        dedup={"backend": "redis"},
+        database={"url": database_url, "connect_timeout_seconds": 2.0, "statement_timeout_ms": 3000},
         kafka={
             "bootstrap_servers": [broker.bootstrap],
             "partitions": 4,
@@ -199,10 +208,14 @@ def kafka_raw_config(
 
 @pytest.fixture
 def kafka_config(
-    tmp_path: Path, broker: TansuBroker, redis_url: str, redis_prefix: str
+    tmp_path: Path, broker: TansuBroker, redis_url: str, redis_prefix: str, database_url: str
 ) -> Callable[..., dict[str, Any]]:
-    def factory(lsq_url: str, redis: str | None = None, **overrides: Any) -> dict[str, Any]:
-        return kafka_raw_config(tmp_path, broker, redis or redis_url, redis_prefix, lsq_url, **overrides)
+    def factory(
+        lsq_url: str, redis: str | None = None, database: str | None = None, **overrides: Any
+    ) -> dict[str, Any]:
+        return kafka_raw_config(
+            tmp_path, broker, redis or redis_url, redis_prefix, lsq_url, database or database_url, **overrides
+        )
 
     return factory
 
@@ -287,3 +300,55 @@ def wait_delivered(sim: FastSim, leads: int, timeout: float) -> dict[str, int]:
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)[:3000]
+
+
+@pytest.fixture
+def record(database_url: str) -> Iterator[SqlStateStore]:
+    """The test's PostgreSQL record, read directly (the schema is applied by whoever starts first)."""
+    store = SqlStateStore(PostgresEngine(database_url, pool_size=2))
+    migrate(store.engine)
+    yield store
+    store.close()
+
+
+def open_deliveries(store: SqlStateStore) -> int:
+    """Deliveries not settled in the record (pending, in flight or polling)."""
+    with store.read() as db:
+        row = db.execute(
+            "SELECT COUNT(*) AS n FROM deliveries WHERE status IN ('pending', 'in_flight', 'polling')"
+        ).fetchone()
+    return int(row["n"])
+
+
+def uncommitted(bootstrap: str, group: str = "leadrelay-dispatcher") -> int:
+    """Records of the command and retry topics the dispatcher group has not committed yet."""
+    # Asking with the group id reads its committed offsets without joining the group.
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, request_timeout_ms=5000
+    )
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in ("leadrelay.commands", "leadrelay.retry")
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        ends = consumer.end_offsets(partitions)
+        # max: the test broker may report a high watermark behind a just-committed offset.
+        return sum(max(0, end - (consumer.committed(tp) or 0)) for tp, end in ends.items())
+    finally:
+        consumer.close(autocommit=False)
+
+
+def wait_settled(store: SqlStateStore, bootstrap: str, timeout: float = 60.0) -> None:
+    """The condition before an "exactly once" assertion: nothing open in the ledger and every
+    record of both topics committed, so nothing can still be sent."""
+    try:
+        wait_until(
+            lambda: open_deliveries(store) == 0 and uncommitted(bootstrap) == 0,
+            timeout=timeout,
+            interval=0.3,
+            what="ledger settled and every offset committed",
+        )
+    except AssertionError as exc:
+        counts = f"open deliveries {open_deliveries(store)}, uncommitted records {uncommitted(bootstrap)}"
+        raise AssertionError(f"{exc} ({counts})") from None

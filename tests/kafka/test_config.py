@@ -14,6 +14,7 @@ def test_kafka_section_defaults_env_overrides_and_security_passthrough(tmp_path)
         tmp_path,
         mode="distributed",
         redis={"url": "redis://127.0.0.1:1/0"},
+        database={"url": "postgresql://leadrelay@db.example:5432/leadrelay"},
         kafka={"security": {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
                             "sasl_plain_username": "leadrelay"}},
     )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Webhook -> command topic -> dispatcher consumer -> provider, against a real broker and Redis."""
+"""Webhook -> command topic -> dispatcher consumer -> provider, against a real broker,
+PostgreSQL (the record) and Redis (the limiter)."""
 
 from __future__ import annotations
 
@@ -46,9 +47,10 @@ def test_webhook_to_provider_exactly_once(broker, make_sim, kafka_config, make_s
 
     ready = requests.get(f"{service.url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
-    assert ready.json()["kafka"] == "ok" and ready.json()["redis"] == "ok"
+    assert ready.json()["kafka"] == "ok" and ready.json()["database"] == "ok"
+    assert "redis" not in ready.json()  # ingest does not need Redis
 
-    # The dispatcher's own port: its loop turns, its broker and Redis answer, its metrics move.
+    # The dispatcher's own port: its loop turns, broker, database and Redis answer, metrics move.
     worker = f"http://127.0.0.1:{port}"
     assert requests.get(f"{worker}/healthz", timeout=5).status_code == 200
     assert requests.get(f"{worker}/readyz", timeout=10).status_code == 200

@@ -4,9 +4,8 @@ replica killed with SIGKILL in the middle of a run."""
 from __future__ import annotations
 
 import json
-import time
 
-from tests.kafka.conftest import command, produce_commands, wait_delivered
+from tests.kafka.conftest import command, produce_commands, wait_delivered, wait_settled
 from tests.support import Process, wait_until
 
 
@@ -30,7 +29,7 @@ def max_calls_in_any_window(times: list[float], window: float) -> int:
     return best
 
 
-def test_two_dispatchers_share_the_leadsquared_limit(broker, make_sim, kafka_config, spawn) -> None:
+def test_two_dispatchers_share_the_leadsquared_limit(broker, make_sim, kafka_config, spawn, record) -> None:
     total = 70
     sim = make_sim(rate_limit=(25, 5.0), leads=total)
     raw = kafka_config(sim.url)
@@ -41,7 +40,7 @@ def test_two_dispatchers_share_the_leadsquared_limit(broker, make_sim, kafka_con
 
     produce_commands(broker.bootstrap, "leadrelay.commands", [command(n) for n in range(total)])
     counts = wait_delivered(sim, total, timeout=40)
-    time.sleep(1.0)  # anything late would show up now
+    wait_settled(record, broker.bootstrap)  # nothing open, nothing uncommitted: nothing can come late
 
     assert sim.successes_by_lead() == {f"lead-{n}": 1 for n in range(total)} == counts
     assert sim.rejected_429 == 0
@@ -52,7 +51,9 @@ def test_two_dispatchers_share_the_leadsquared_limit(broker, make_sim, kafka_con
         assert proc.output().count('"message": "delivered"') > 0, proc.output()[-2000:]
 
 
-def test_kill9_one_dispatcher_mid_run_delivers_everything_once(broker, make_sim, kafka_config, spawn) -> None:
+def test_kill9_one_dispatcher_mid_run_delivers_everything_once(
+    broker, make_sim, kafka_config, spawn, record
+) -> None:
     total = 2000
     sim = make_sim(leads=total)
     raw = kafka_config(sim.url)
@@ -68,7 +69,7 @@ def test_kill9_one_dispatcher_mid_run_delivers_everything_once(broker, make_sim,
     assert at_kill < total, "the kill came too late to test anything"
 
     wait_delivered(sim, total, timeout=90)
-    time.sleep(2.0)
+    wait_settled(record, broker.bootstrap)
     counts = sim.successes_by_lead()
     twice = {lead: n for lead, n in counts.items() if n != 1}
     assert not twice, f"delivered more than once: {twice}"

@@ -8,12 +8,12 @@ import time
 
 from kafka import KafkaConsumer, TopicPartition
 
-from tests.kafka.conftest import command, produce_commands, wait_delivered
+from tests.kafka.conftest import command, produce_commands, wait_delivered, wait_settled
 from tests.support import wait_until
 
 
 def test_sigterm_mid_batch_commits_done_work_and_leaves_the_group(
-    broker, make_sim, kafka_config, spawn
+    broker, make_sim, kafka_config, spawn, record
 ) -> None:
     total = 30
     sim = make_sim(leads=total)
@@ -50,5 +50,5 @@ def test_sigterm_mid_batch_commits_done_work_and_leaves_the_group(
     wait_delivered(sim, total, timeout=30)
     # Well under the 20 s session timeout of the replica that left: it did leave the group.
     assert time.monotonic() - restarted_at < 18
-    time.sleep(1.0)
+    wait_settled(record, broker.bootstrap)
     assert sim.successes_by_lead() == {f"lead-{n}": 1 for n in range(total)}

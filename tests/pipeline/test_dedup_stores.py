@@ -1,25 +1,23 @@
-"""Both DedupStore implementations against the real thing (a SQLite file, a Redis server)."""
+"""The DedupStore of both modes (the SQL state store) against a real SQLite file; the same
+statements on PostgreSQL are covered by the contract suite in tests/state/."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
-import redis
 
-from service.dedup import Claim, DedupUnavailable, RedisDedupStore
+from service.domain.state import Claim
 from service.state import SqlStateStore, migrate
 from service.state.engine import SQLiteEngine
-from tests.support import PrivateRedis, wait_until
+from tests.support import wait_until
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def dedup(request, tmp_path, redis_client, redis_prefix):
-    if request.param == "sqlite":
-        engine = SQLiteEngine(tmp_path / "dedup.db")
-        migrate(engine)
-        return SqlStateStore(engine)
-    return RedisDedupStore(redis_client, redis_prefix)
+@pytest.fixture
+def dedup(tmp_path):
+    engine = SQLiteEngine(tmp_path / "dedup.db")
+    migrate(engine)
+    return SqlStateStore(engine)
 
 
 def test_claim_confirm_then_duplicate(dedup) -> None:
@@ -56,27 +54,6 @@ def test_window_expires(dedup) -> None:
     dedup.confirm("cmd:e", 1)
     time.sleep(1.2)
     assert dedup.claim("cmd:e", 60) is Claim.CLAIMED
-
-
-def test_redis_uses_set_nx_ex(redis_client, redis_prefix) -> None:
-    store = RedisDedupStore(redis_client, redis_prefix)
-    store.claim("cmd:f", 60)
-    assert redis_client.get(f"{redis_prefix}dedup:cmd:f") == b"pending"
-    assert 0 < redis_client.ttl(f"{redis_prefix}dedup:cmd:f") <= 60
-    store.confirm("cmd:f", 604800)
-    assert 604000 < redis_client.ttl(f"{redis_prefix}dedup:cmd:f") <= 604800
-
-
-def test_redis_down_is_reported_not_guessed() -> None:
-    private = PrivateRedis().start()
-    client = redis.Redis.from_url(private.url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    store = RedisDedupStore(client)
-    assert store.claim("cmd:g", 60) is Claim.CLAIMED
-    private.stop()
-    with pytest.raises(DedupUnavailable):
-        store.claim("cmd:h", 60)
-    with pytest.raises(DedupUnavailable):
-        store.ping()
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import requests
 from flask import Flask, request
 from standardwebhooks.webhooks import Webhook
@@ -24,7 +23,8 @@ from service.domain.state import ProviderControl
 from service.pipeline.alerts import Alerts
 from service.pipeline.breaker import BreakerSettings, paused
 from service.pipeline.gate import ProviderGate
-from service.redis_state import RedisEventStore
+from service.state import SqlStateStore, migrate
+from service.state.engine import SQLiteEngine
 from tests.pipeline.test_delivery import event_of, fault, seed
 from tests.support import ThreadedDispatcher, base_config, post_generic, sim_calls, wait_until, write_config
 
@@ -62,8 +62,14 @@ def test_a_rate_limited_read_back_waits_and_asks_again_instead_of_resending(
     assert len(sim_calls(lsq_sim.url, "GetByEmailaddress")) == 1
 
 
-def test_two_dispatchers_share_one_breaker_through_redis(redis_url: str, redis_prefix: str) -> None:
-    store = RedisEventStore(redis.Redis.from_url(redis_url), redis_prefix)
+def shared_store(path: Path) -> SqlStateStore:
+    engine = SQLiteEngine(path)
+    migrate(engine)
+    return SqlStateStore(engine)
+
+
+def test_two_dispatchers_share_one_breaker_through_the_store(tmp_path: Path) -> None:
+    store = shared_store(tmp_path / "state.db")
     settings = BreakerSettings(probe_initial_seconds=0.3)
     first = ProviderGate(settings, {"lsq": "fp"}, refresh_seconds=0.0)
     second = ProviderGate(settings, {"lsq": "fp"}, refresh_seconds=0.0)
@@ -158,8 +164,8 @@ def test_cli_admin_readyz_and_metrics_show_and_control_the_breaker(
     assert "NOT_FOUND" in capsys.readouterr().err
 
 
-def test_a_breaker_transition_never_overwrites_an_operator_pause(redis_url: str, redis_prefix: str) -> None:
-    store = RedisEventStore(redis.Redis.from_url(redis_url), redis_prefix)
+def test_a_breaker_transition_never_overwrites_an_operator_pause(tmp_path: Path) -> None:
+    store = shared_store(tmp_path / "state.db")
     gate = ProviderGate(BreakerSettings(min_calls=2), {"lsq": "fp"}, refresh_seconds=3600.0)
     gate.attach(store)
     assert gate.admit("lsq").go  # read the (empty) controls; the next read is an hour away

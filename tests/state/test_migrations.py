@@ -7,6 +7,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -100,3 +101,31 @@ def test_the_migrate_command_applies_and_checks(tmp_path: Path) -> None:
     assert applied.returncode == 0 and "migrations applied: 1, 2" in applied.stdout
     checked = run("--check")
     assert checked.returncode == 0 and "pending migrations: none" in checked.stdout
+
+
+def test_processes_migrating_a_fresh_postgresql_database_at_once_all_succeed(postgres: str) -> None:
+    # Web, dispatchers and source consumers of a new deployment all start on an empty database.
+    database = ScratchDatabase(postgres)
+    errors: list[BaseException] = []
+
+    def migrate_one() -> None:
+        engine = PostgresEngine(database.conninfo, pool_size=1)
+        try:
+            migrate(engine)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            engine.close()
+
+    try:
+        threads = [threading.Thread(target=migrate_one) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        engine = PostgresEngine(database.conninfo, pool_size=1)
+        assert pending_versions(engine) == []
+        engine.close()
+    finally:
+        database.drop()

@@ -63,8 +63,9 @@ app.kubernetes.io/component: {{ .component }}
 {{/* The leadrelay config file: chart-owned keys over the user's `config`. ------------- */}}
 
 {{- define "leadrelay.configData" -}}
-{{- /* Embedded: the SQLite queue on the PVC. Distributed: the queue is Kafka and state is
-     Redis; the path is only local scratch on an emptyDir. */ -}}
+{{- /* Embedded: the SQLite queue on the PVC. Distributed: the queue is Kafka, the record
+     PostgreSQL (database.url from the Secret), Redis the limiter; the path is only local
+     scratch on an emptyDir. */ -}}
 {{- $storage := ternary "/var/lib/leadrelay/leadrelay.db" "/var/lib/leadrelay/scratch.db" (eq .Values.mode "embedded") -}}
 {{- $owned := dict
       "mode" .Values.mode
@@ -72,7 +73,6 @@ app.kubernetes.io/component: {{ .component }}
       "server" (dict "bind" "127.0.0.1:8080" "metrics_port" (int .Values.metrics.port))
       "storage" (dict "path" $storage) -}}
 {{- if eq .Values.mode "distributed" -}}
-{{- $_ := set $owned "dedup" (dict "backend" "redis") -}}
 {{- if .Values.kafka.bootstrapServers -}}
 {{- $_ := set $owned "kafka" (dict "bootstrap_servers" .Values.kafka.bootstrapServers) -}}
 {{- end -}}
@@ -142,6 +142,18 @@ checksum/config: {{ include "leadrelay.configData" .root | sha256sum }}
     secretKeyRef:
       name: {{ .secretName }}
       key: {{ .key }}
+{{- end }}
+{{- include "leadrelay.databaseEnv" . }}
+{{- end -}}
+
+{{/* The PostgreSQL URL (it carries the password): from a Secret by name, never rendered. */}}
+{{- define "leadrelay.databaseEnv" -}}
+{{- if and (eq .Values.mode "distributed") .Values.database.secretName }}
+- name: LEADRELAY__DATABASE__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.secretName }}
+      key: {{ .Values.database.secretKey }}
 {{- end }}
 {{- end -}}
 
@@ -251,7 +263,7 @@ readinessProbe:
 {{- end -}}
 
 {{- define "leadrelay.webCommand" -}}
-command: ["gunicorn", "-c", "python:service.web.gunicorn_conf", "service.web.app:create_app()"]
+command: ["gunicorn", "-c", "python:service.web.gunicorn_conf", "service.cli.serve:create_web_app()"]
 lifecycle:
   preStop:
     # exec sleep, not the `sleep` handler: that one needs Kubernetes 1.30+.

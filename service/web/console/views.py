@@ -148,8 +148,6 @@ def logout() -> Any:
 @console.get("/")
 def overview() -> Any:
     store = _store()
-    if not hasattr(store, "overview"):
-        abort(501, "the overview needs the SQL state store in this mode")
     data = store.overview(time.time())
     config = _runtime().config
     providers = {name: data["providers"].get(name, {}) for name in config.providers}
@@ -250,8 +248,6 @@ def dead_letters() -> Any:
 def replay_matching() -> Any:
     """Step 1 (`confirm` absent): a dry run and a confirmation form; step 2: the replay itself."""
     store = _store()
-    if not hasattr(store, "replay_matching"):
-        abort(501, "bulk replay needs the SQL state store in this mode")
     event_filter, values = _filter_or_400()
     event_filter = EventFilter(**{**event_filter.__dict__, "status": "dead_lettered"})
     values.pop("status", None)
@@ -292,8 +288,8 @@ def replay_progress() -> Any:
 @console.get("/providers")
 def providers() -> Any:
     store = _store()
-    controls = store.provider_controls() if hasattr(store, "provider_controls") else {}
-    stats = store.overview(time.time())["providers"] if hasattr(store, "overview") else {}
+    controls = store.provider_controls()
+    stats = store.overview(time.time())["providers"]
     names = sorted(set(_runtime().config.providers) | set(controls))
     rows = [
         {
@@ -314,8 +310,6 @@ def control_provider(name: str, action: str) -> Any:
     store = _store()
     if name not in _runtime().config.providers:
         abort(404, f"no provider {name!r}")
-    if not hasattr(store, "put_provider_control"):
-        abort(501, "pausing needs the SQL state store in this mode")
     control = store.provider_controls().get(name) or ProviderControl(provider=name)
     control.paused = action == "pause"
     reason = (request.form.get("reason") or "").strip()[:200]

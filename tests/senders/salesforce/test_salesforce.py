@@ -13,6 +13,7 @@ from handlers.simulation import ServedApp
 from service.config import ConfigError
 from tests.senders.mapped.conftest import lsq_updates, seed_lead
 from tests.support import base_config, load, wait_until
+from tests.support_postgres import ScratchDatabase
 
 HERE = Path(__file__).resolve().parent
 ORG = "00D5e000000HxYzEAK"
@@ -139,12 +140,15 @@ def test_bad_xml_is_a_client_fault_that_leaks_nothing(body: bytes, make_service:
     assert queued(service) == 0
 
 
-def test_when_nothing_can_be_queued_the_answer_is_a_server_fault(make_service: Any, tmp_path: Path) -> None:
-    # Dedup on a Redis that does not answer: nothing can be accepted, so nothing is acknowledged.
+def test_when_nothing_can_be_queued_the_answer_is_a_server_fault(
+    make_service: Any, tmp_path: Path, postgres: str
+) -> None:
+    # The database goes away under the service: nothing can be accepted, so nothing is acknowledged.
+    database = ScratchDatabase(postgres)
     raw = salesforce_config(tmp_path)
-    raw["dedup"] = {"backend": "redis"}
-    raw["redis"] = {"url": "redis://127.0.0.1:9/0", "socket_timeout_seconds": 0.5}
+    raw["database"] = {"url": database.url, "connect_timeout_seconds": 1.0}
     service = make_service(raw)
+    database.drop()
     response = post(service, message("lead_notifications.xml"))
     assert response.status_code == 500
     assert b"<faultcode>soapenv:Server</faultcode>" in response.content
