@@ -169,7 +169,7 @@ def test_a_failing_unit_does_not_fail_its_batch(tmp_path: Path) -> None:
     assert group.batches == batches_before + 1
     assert isinstance(outcomes["bad"], sqlite3.IntegrityError)
     for command in good:
-        assert outcomes[command.command_id] is None
+        assert outcomes[command.command_id] is True  # enqueue: queued, not a duplicate
         assert store.get_event(command.command_id) is not None
     assert store.get_event(bad.command_id) is None
     store.close()
