@@ -164,8 +164,8 @@ class Ingestor:
         latest_key = f"fpl:{command.source}:{command.lead_key}" if self.guards(command.source) else None
         latest, stored = "", False
         try:
-            fingerprint = command.fingerprint()
             if latest_key:
+                fingerprint = command.fingerprint()
                 latest = self.dedup.get(latest_key) or ""
                 latest_fingerprint, _, duplicate_of = latest.partition(" ")
                 # Our own earlier attempt (its enqueue failed, the restore too) is not a repeat.
