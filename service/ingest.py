@@ -76,6 +76,8 @@ class Ingestor:
         self.dedup = dedup
         self.queue = queue
         self.commit_together = commit_together or _run_alone
+        # Dedup keys in the queue's own database, written in the queue's transaction.
+        self.claims_confirmed = commit_together is not None and hasattr(dedup, "claim_confirmed")
         self.on_enqueued = on_enqueued
         self.window = int(config["dedup"]["window_seconds"])
         self.fingerprint_window = int(config["dedup"]["fingerprint_window_seconds"])
@@ -147,7 +149,13 @@ class Ingestor:
 
     def _accept(self, command: LeadUpdateCommand) -> IngestResult:
         key = f"cmd:{command.command_id}"
-        claim = self.dedup.claim(key, self.pending)
+        # In one transaction with the queue write the claim is confirmed as it is taken: one
+        # statement fewer per accept, and nobody else could have seen it pending anyway.
+        confirmed = self.claims_confirmed
+        if confirmed:
+            claim = self.dedup.claim_confirmed(key, self.window)  # type: ignore[attr-defined]
+        else:
+            claim = self.dedup.claim(key, self.pending)
         if claim is not Claim.CLAIMED:
             if claim is Claim.DUPLICATE:
                 self.queue.note_duplicate(command.command_id)
@@ -156,8 +164,8 @@ class Ingestor:
         latest_key = f"fpl:{command.source}:{command.lead_key}" if self.guards(command.source) else None
         latest, stored = "", False
         try:
-            fingerprint = command.fingerprint()
             if latest_key:
+                fingerprint = command.fingerprint()
                 latest = self.dedup.get(latest_key) or ""
                 latest_fingerprint, _, duplicate_of = latest.partition(" ")
                 # Our own earlier attempt (its enqueue failed, the restore too) is not a repeat.
@@ -172,7 +180,8 @@ class Ingestor:
                 self._restore_latest(latest_key, latest)
             self.dedup.release(key)
             raise
-        self.dedup.confirm(key, self.window)
+        if not confirmed:
+            self.dedup.confirm(key, self.window)
         return IngestResult(command.command_id, "accepted", command.providers)
 
     def _double_submit(self, command: LeadUpdateCommand, key: str, duplicate_of: str) -> IngestResult:

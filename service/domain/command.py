@@ -209,7 +209,21 @@ class LeadUpdateCommand:
         return hashlib.sha256(material.encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        return COMMAND_SCHEMA.dump(self)
+        """The wire format: what `COMMAND_SCHEMA.dump(self)` gives (a test holds them equal),
+        built directly because the dump cost about 50 us of every accept."""
+        lead = self.lead
+        return {
+            "schema": self.schema,
+            "command_id": self.command_id,
+            "source": self.source,
+            "event_type": self.event_type,
+            "occurred_at": self.occurred_at.isoformat(),
+            "lead": {"id": lead.id, "email": lead.email, "phone": lead.phone},
+            "changes": dict(self.changes),
+            "metadata": dict(self.metadata),
+            "providers": list(self.providers),
+            "post_updated_lead": bool(self.post_updated_lead),
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -30,6 +30,24 @@ class DedupKeysMixin:
             row = db.execute("SELECT state FROM dedup WHERE key = ?", (key,)).fetchone()
         return Claim.DUPLICATE if row is not None and row["state"] == "done" else Claim.IN_PROGRESS
 
+    def claim_confirmed(self, key: str, window_seconds: int) -> Claim:
+        """`claim` and `confirm` in one statement, for a caller whose claim, queue write and
+        confirmation commit in one transaction (`Ingestor` with `commit_together`): nobody can
+        see the pending state between them there, so it is not written. Rolled back with the
+        rest of the transaction if the command is not queued."""
+        now = time.time()
+        with self.transaction() as db:
+            taken = db.execute(
+                "INSERT INTO dedup (key, state, expires_at) VALUES (?, 'done', ?)"
+                " ON CONFLICT (key) DO UPDATE SET state = 'done', expires_at = excluded.expires_at"
+                " WHERE dedup.expires_at <= ? RETURNING key",
+                (key, now + window_seconds, now),
+            ).fetchone()
+            if taken is not None:
+                return Claim.CLAIMED
+            row = db.execute("SELECT state FROM dedup WHERE key = ?", (key,)).fetchone()
+        return Claim.DUPLICATE if row is not None and row["state"] == "done" else Claim.IN_PROGRESS
+
     def confirm(self, key: str, window_seconds: int) -> None:
         with self.transaction() as db:
             db.execute(

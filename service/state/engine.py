@@ -104,6 +104,11 @@ class SQLiteEngine:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=30000")
+            # Savepoints (one per unit of a group commit) journal the pages they change in a
+            # sub-journal: a temporary file by default, about 80 us of system calls per accept.
+            # In memory it costs nothing; the WAL and its fsync, what makes a commit durable,
+            # are untouched.
+            db.execute("PRAGMA temp_store=MEMORY")
             self._local.db = db
         return db
 

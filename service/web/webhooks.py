@@ -43,9 +43,14 @@ def read_body() -> bytes:
         ) from None
 
 
-def inbound_request(source: str, path_params: dict[str, str] | None = None) -> InboundRequest:
-    public_base = current_app.config["LEADRELAY"]["server"].get("public_base_url")
-    url = (public_base.rstrip("/") + request.full_path.rstrip("?")) if public_base else request.url
+def inbound_request(
+    source: str, path_params: dict[str, str] | None = None, with_url: bool = True
+) -> InboundRequest:
+    """`with_url`: build the public URL (only adapters that sign it need it)."""
+    url = ""
+    if with_url:
+        public_base = current_app.config["LEADRELAY"]["server"].get("public_base_url")
+        url = (public_base.rstrip("/") + request.full_path.rstrip("?")) if public_base else request.url
     return InboundRequest(
         source=source,
         body=read_body(),
@@ -88,7 +93,7 @@ def handle(
     runtime: Runtime, adapter: SourceAdapter, source: str, path_params: dict[str, str] | None
 ) -> tuple[Response, int]:
     try:
-        inbound = inbound_request(source, path_params)
+        inbound = inbound_request(source, path_params, with_url=adapter.signs_url)
         adapter.verify(inbound)
         payload = adapter.parse(inbound)
         normalised = adapter.normalise(payload, inbound)

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from marshmallow import ValidationError
 
 from service.config import ConfigError, load_config, validate_config
 from service.domain.command import (
+    COMMAND_SCHEMA,
     LeadIdentity,
     LeadUpdateCommand,
     as_text,
@@ -55,6 +57,38 @@ def test_command_round_trips_through_the_wire_format() -> None:
     assert data["schema"] == "lead-update/v1"
     assert data["post_updated_lead"] is True
     assert LeadUpdateCommand.from_dict(data) == command
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        LeadUpdateCommand(
+            command_id="generic:1",
+            source="generic",
+            event_type="form.submitted",
+            occurred_at=datetime(2026, 11, 22, 10, 0, 5, 123456, tzinfo=timezone(timedelta(hours=-5))),
+            lead=LeadIdentity(id="P1", email="jane@example.com", phone="+14155550100"),
+            changes={"first_name": "Jane", "value": 5000.5, "note": None, "status": "won"},
+            metadata={"utm_source": "google", "nested": {"a": [1, 2]}},
+            providers=("leadsquared", "octanist"),
+            post_updated_lead=False,
+        ),
+        LeadUpdateCommand(
+            command_id="typeform:sha256:ab",
+            source="typeform",
+            event_type="form_response",
+            occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+            lead=LeadIdentity(phone="+442079460958"),
+        ),
+    ],
+)
+def test_the_direct_wire_format_is_the_schema_dump(command: LeadUpdateCommand) -> None:
+    # `to_dict` skips marshmallow's dump for speed; it must give exactly what the schema gives.
+    assert command.to_dict() == COMMAND_SCHEMA.dump(command)
+    assert command.to_json() == json.dumps(
+        COMMAND_SCHEMA.dump(command), sort_keys=True, separators=(",", ":")
+    )
+    assert LeadUpdateCommand.from_json(command.to_json()) == command
 
 
 def test_wire_format_rejects_unknown_fields_and_bad_values() -> None:

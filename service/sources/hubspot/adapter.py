@@ -116,6 +116,7 @@ class HubSpotAdapter(SenderAdapter):
     name: ClassVar[str] = "hubspot"
     # Each event is a CRM change with its own event id: a repeat is a real change, never a double submit.
     double_submit_guard: ClassVar[bool] = False
+    signs_url: ClassVar[bool] = True  # v1, v2 and v3 signatures cover the URL
     settings_fields: ClassVar[dict[str, Any]] = {
         "client_secret": secret_setting(),  # the app's client secret (signs every request)
         "access_token": secret_setting(),  # private app token, scope crm.objects.contacts.read + deals.read

@@ -50,6 +50,7 @@ class SuccessBody(fields.Field):
 
 class MappedAdapter(SourceAdapter):
     name: ClassVar[str] = "mapped"
+    signs_url: ClassVar[bool] = True  # a configured signature may cover the URL
     settings_fields: ClassVar[dict[str, Any]] = {
         "body": fields.String(load_default="auto", validate=validate.OneOf(BODY_KINDS)),
         "json_field": fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1)),
