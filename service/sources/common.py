@@ -181,6 +181,9 @@ def apply_map(values: Mapping[str, Any], mapping: Mapping[str, str], counted: It
             continue
         value = values[source]
         if target == "value":
+            if unreadable_number(value):
+                out.skipped += 1  # counted like a missing field; it never clears the CRM's value
+                continue
             value = to_number(value)
         elif isinstance(value, list):
             value = ", ".join(str(v) for v in value)
@@ -196,11 +199,19 @@ def clean_changes(changes: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in changes.items():
         if name == "value":
+            if unreadable_number(value):
+                continue  # "5k", "n/a": left out, never sent as null (null clears the CRM's value)
             value = to_number(value)
         elif value is not None and not isinstance(value, str | int | float | bool):
             value = json.dumps(value, sort_keys=True, default=str)
         out[name] = value
     return out
+
+
+def unreadable_number(value: Any) -> bool:
+    """A value the sender gave that is not a number ("5k", "n/a"): not the same as an empty one,
+    which means "no value" (null clears the field)."""
+    return value not in (None, "") and to_number(value) is None
 
 
 def to_number(value: Any) -> float | int | None:

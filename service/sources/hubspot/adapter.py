@@ -243,7 +243,7 @@ class HubSpotAdapter(SenderAdapter):
             if not target:
                 raise Skip(f"unmapped_property:{event.get('propertyName')}")
             value = event.get("propertyValue")
-            changes, skipped = {target: to_number(value) if target == "value" else value}, 0
+            changes, skipped = {target: value}, 0  # `value` is made numeric (or left out) with every change
         return [self._crm_command(event, request, changes, self._identity(contact))], skipped
 
     def deal_event(
@@ -308,7 +308,7 @@ class HubSpotAdapter(SenderAdapter):
             if stage in self.stage_map:
                 changes["status"] = self.stage_map[stage]
         if "amount" in properties:
-            changes["value"] = to_number(properties["amount"])
+            changes["value"] = properties["amount"]  # numeric, or left out when unreadable
         return changes
 
     def _identity(self, contact: dict[str, Any]) -> LeadIdentity:

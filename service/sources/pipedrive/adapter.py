@@ -182,7 +182,7 @@ class PipedriveAdapter(SenderAdapter):
             if mapped_status and "status" not in changes:
                 changes["status"] = mapped_status
         if "value" in data and (created or "value" in previous):
-            changes["value"] = to_number(data.get("value"))
+            changes["value"] = data.get("value")  # numeric, or left out when unreadable
             if data.get("currency"):
                 changes["currency"] = data["currency"]
         if not changes:
