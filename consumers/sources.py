@@ -24,9 +24,9 @@ from consumers.client import ensure_topics, headers_dict, make_consumer
 from consumers.outcomes import OutcomePublisher
 from service import metrics
 from service.config import Config
-from service.dedup import DedupUnavailable
+from service.domain.dedup import DedupUnavailable
 from service.domain.state import StateUnavailable
-from service.ingest import Ingestor, QueueUnavailable
+from service.pipeline.ingest import Ingestor, QueueUnavailable
 from service.runtime import Runtime
 from service.sources import SOURCE_KINDS
 from service.sources.base import AdapterError, InboundRequest, SourceAdapter

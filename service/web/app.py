@@ -12,8 +12,8 @@ from werkzeug.exceptions import HTTPException
 from service import metrics
 from service.config import Config, load_config
 from service.domain.state import StateUnavailable
-from service.ingest import QueueUnavailable
 from service.logs import configure_logging, request_id_var
+from service.pipeline.ingest import QueueUnavailable
 from service.runtime import Runtime, build_runtime
 from service.web.admin import admin
 from service.web.console import console
