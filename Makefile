@@ -36,12 +36,14 @@ browser:
 
 test: $(VENV)/.installed-test browser
 	$(BIN)/ruff check service consumers handlers tests bench
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The inner loop: everything but the Kafka, deploy, browser and slow tests (markers in pyproject.toml).
 FAST_MARKERS := not (kafka or deploy or browser or slow)
 test-fast: $(VENV)/.installed-test
 	$(BIN)/ruff check service consumers handlers tests bench
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 # Ingest ratios (wrk when installed: `apt-get install wrk`) and end-to-end latency, both modes.

@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 from handlers.leadsquared.simulator import create_leadsquared_simulator  # noqa: E402
 from handlers.simulation import ServedApp  # noqa: E402
 from service.config import validate_config  # noqa: E402
-from service.dispatcher import EmbeddedDispatcher  # noqa: E402
 from service.domain.command import LeadIdentity, LeadUpdateCommand  # noqa: E402
+from service.pipeline.embedded import EmbeddedDispatcher  # noqa: E402
 from service.runtime import build_runtime  # noqa: E402
 
 ACCESS_KEY, SECRET_KEY = "bench-access-key", "bench-secret-key"

@@ -1,0 +1,1 @@
+"""Kafka workers (distributed mode): source topics -> commands, the command topic -> `DeliveryCore`, and their wiring."""

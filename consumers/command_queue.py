@@ -21,7 +21,7 @@ from kafka.errors import KafkaError
 from consumers.client import H_RECEIVED_AT, make_headers, make_producer
 from service.config import Config
 from service.domain.command import LeadUpdateCommand
-from service.ingest import QueueUnavailable
+from service.pipeline.ingest import QueueUnavailable
 from service.state import SqlStateStore
 
 

@@ -23,9 +23,9 @@ from kafka.errors import KafkaError
 from consumers.batch import Group, Item
 from consumers.outcomes import OutcomePublisher
 from service import metrics
-from service.dispatcher import Decision, DeliveryCore
 from service.domain.state import Delivery, DeliveryGroup, StateUnavailable
 from service.logs import command_id_var
+from service.pipeline.delivery_core import Decision, DeliveryCore
 from service.state import SqlStateStore
 from service.state.dispatch_ledger import BUSY, DONE, ORPHAN, UNRECORDED
 

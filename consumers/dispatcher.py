@@ -54,9 +54,9 @@ from consumers.outcomes import OutcomePublisher
 from consumers.wiring import open_record, redis_client
 from service import metrics
 from service.config import Config
-from service.dispatcher import DeliveryCore
 from service.domain.command import SCHEMA_VERSION, LeadUpdateCommand
 from service.domain.state import StateUnavailable
+from service.pipeline.delivery_core import DeliveryCore
 from service.state.redis_limiter import RedisRateLimiter
 from service.state.retention import RetentionPruner
 

@@ -19,14 +19,15 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
+from marshmallow import RAISE, Schema
 
-from consumers.client import ensure_topics, headers_dict, make_consumer
+from consumers.client import ensure_topics, headers_dict, make_consumer, make_producer
 from consumers.outcomes import OutcomePublisher
 from service import metrics
-from service.config import Config
-from service.dedup import DedupUnavailable
+from service.config import COMMON_SOURCE_FIELDS, Config
+from service.domain.dedup import DedupUnavailable
 from service.domain.state import StateUnavailable
-from service.ingest import Ingestor, QueueUnavailable
+from service.pipeline.ingest import Ingestor, QueueUnavailable
 from service.runtime import Runtime
 from service.sources import SOURCE_KINDS
 from service.sources.base import AdapterError, InboundRequest, SourceAdapter
@@ -45,10 +46,6 @@ def adapter_for(runtime: Runtime, fmt: str) -> SourceAdapter:
     if fmt in runtime.adapters:
         return runtime.adapters[fmt]
     kind = SOURCE_KINDS[fmt]
-    from marshmallow import RAISE, Schema
-
-    from service.config import COMMON_SOURCE_FIELDS
-
     schema = Schema.from_dict({**COMMON_SOURCE_FIELDS, **kind.settings_fields})(unknown=RAISE)
     return kind(fmt, schema.load({"type": fmt}))
 
@@ -165,8 +162,6 @@ class SourceConsumers:
     """Every configured binding, one consumer thread each."""
 
     def __init__(self, runtime: Runtime) -> None:
-        from consumers.client import make_producer
-
         self.runtime = runtime
         kafka = runtime.config["kafka"]
         if not kafka["sources"]:

@@ -10,7 +10,7 @@ import redis
 from consumers.client import BrokerCheck
 from consumers.command_queue import KafkaCommandQueue
 from service.config import Config
-from service.ingest import Ingestor
+from service.pipeline.ingest import Ingestor
 from service.runtime import Runtime, build_adapters
 from service.state import SqlStateStore, open_state_store
 

@@ -19,11 +19,11 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 
-from handlers.simulation import ServedApp  # noqa: E402
 from handlers.leadsquared.simulator import create_leadsquared_simulator  # noqa: E402
-from service.web.app import create_app  # noqa: E402
-from service.dispatcher import EmbeddedDispatcher  # noqa: E402
+from handlers.simulation import ServedApp  # noqa: E402
+from service.pipeline.embedded import EmbeddedDispatcher  # noqa: E402
 from service.runtime import build_runtime  # noqa: E402
+from service.web.app import create_app  # noqa: E402
 from tests.console.conftest import CHROMIUM_ARGS, ensure_chromium  # noqa: E402
 from tests.support import (  # noqa: E402
     ADMIN_TOKEN,

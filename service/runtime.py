@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.config import Config
-from service.dedup import DedupStore
-from service.ingest import CommandQueue, Ingestor
+from service.domain.dedup import DedupStore
+from service.pipeline.ingest import CommandQueue, Ingestor
 from service.pipeline.wakeup import Notifier, wakeup_address
 from service.sources import SOURCE_KINDS
 from service.sources.base import SourceAdapter

@@ -14,7 +14,8 @@ from consumers.wiring import build_distributed_runtime
 from handlers.leadsquared.simulator import create_leadsquared_simulator
 from handlers.simulation import ServedApp
 from service.config import Config
-from service.dispatcher import DeliveryCore, EmbeddedDispatcher
+from service.pipeline.delivery_core import DeliveryCore
+from service.pipeline.embedded import EmbeddedDispatcher
 from service.runtime import Runtime, build_runtime
 from service.web.app import create_app
 from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, base_config, load, shared_redis_url

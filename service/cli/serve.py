@@ -25,9 +25,9 @@ from handlers.sandbox import SIMULATORS
 from handlers.simulation import ServedApp
 from service.cli.common import SANDBOX_ADMIN_TOKEN, SANDBOX_SIGNING_SECRET, load_config_or_exit, set_env
 from service.config import CONFIG_ENV, Config, load_config
-from service.dispatcher import EmbeddedDispatcher
 from service.logs import configure_logging
 from service.metrics import add_readiness_check, serve_metrics
+from service.pipeline.embedded import EmbeddedDispatcher
 from service.runtime import build_runtime
 from service.state import open_state_store
 from service.state.retention import RetentionPruner

@@ -13,6 +13,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
 from service.domain.state import StateUnavailable
 from service.state.group_commit import GroupCommit
 from service.state.watchdog import StatementWatchdog
@@ -213,14 +217,7 @@ class PostgresEngine:
         statement_timeout_ms: int = 5000,
         connect_timeout_seconds: float = 5.0,
     ) -> None:
-        import psycopg
-        from psycopg.rows import dict_row
-        from psycopg_pool import ConnectionPool
-
-        self._errors: tuple[type[BaseException], ...] = (psycopg.OperationalError,)
-        from psycopg_pool import PoolTimeout
-
-        self._errors += (PoolTimeout,)
+        self._errors: tuple[type[BaseException], ...] = (psycopg.OperationalError, PoolTimeout)
         self.url = url
         self._nesting = _Nesting()
         # A statement may take its statement_timeout; a frozen server gets a second more.

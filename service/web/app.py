@@ -12,11 +12,11 @@ from werkzeug.exceptions import HTTPException
 from service import metrics
 from service.config import Config, load_config
 from service.domain.state import StateUnavailable
-from service.ingest import QueueUnavailable
 from service.logs import configure_logging, request_id_var
+from service.pipeline.ingest import QueueUnavailable
 from service.runtime import Runtime, build_runtime
 from service.web.admin import admin
-from service.web.console import console
+from service.web.console.views import console  # from views: the blueprint with its pages on it
 from service.web.health import health
 from service.web.openapi import openapi
 from service.web.providers import providers_api

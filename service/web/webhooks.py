@@ -11,9 +11,9 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from service import metrics
-from service.dedup import DedupUnavailable
+from service.domain.dedup import DedupUnavailable
 from service.domain.state import StateUnavailable
-from service.ingest import IngestResult, QueueUnavailable
+from service.pipeline.ingest import IngestResult, QueueUnavailable
 from service.runtime import Runtime
 from service.sources.base import AdapterError, BodyUnreadable, InboundRequest, SourceAdapter
 

@@ -152,7 +152,7 @@ def test_a_command_that_was_not_queued_leaves_the_guard_as_it_was(tmp_path) -> N
 
     from service.domain.command import LeadIdentity, LeadUpdateCommand, utcnow
     from service.domain.state import StateUnavailable
-    from service.ingest import Ingestor
+    from service.pipeline.ingest import Ingestor
     from service.state import SqlStateStore, migrate
     from service.state.engine import SQLiteEngine
 

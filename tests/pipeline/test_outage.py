@@ -17,7 +17,7 @@ import requests
 
 from handlers.leadsquared.simulator import create_leadsquared_simulator
 from handlers.simulation import ServedApp
-from service.dispatcher import EmbeddedDispatcher
+from service.pipeline.embedded import EmbeddedDispatcher
 from tests.support import (
     LSQ_ACCESS_KEY,
     LSQ_SECRET_KEY,

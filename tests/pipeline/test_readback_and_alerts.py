@@ -18,10 +18,10 @@ from handlers.base import DeliveryResult, Outcome
 from handlers.simulation import ServedApp
 from service import metrics
 from service.cli import main as cli_main
-from service.dispatcher import EmbeddedDispatcher
 from service.domain.state import ProviderControl
 from service.pipeline.alerts import Alerts
 from service.pipeline.breaker import BreakerSettings, paused
+from service.pipeline.embedded import EmbeddedDispatcher
 from service.pipeline.gate import ProviderGate
 from service.state import SqlStateStore, migrate
 from service.state.engine import SQLiteEngine

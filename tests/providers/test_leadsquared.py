@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from handlers.base import Outcome
 from service.cli import main as cli_main
-from service.dispatcher import DeliveryCore
+from service.pipeline.delivery_core import DeliveryCore
 from tests.providers.helpers import (
     LSQ_ASYNC_KEY,
     SECRETS,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.ingest import Ingestor
+from service.pipeline.ingest import Ingestor
 from service.state import SqlStateStore
 from service.state.engine import SQLiteEngine
 from tests.state.conftest import StoreSpec, make_command, wait_until

@@ -11,10 +11,11 @@ from typing import Any, ClassVar
 import pytest
 
 from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpdate
-from service.dispatcher import DeliveryCore, coalesce, version_stamp
 from service.domain.command import LeadIdentity, LeadUpdateCommand
 from service.domain.state import Delivery, DeliveryGroup
 from service.domain.statuses import DeliveryStatus
+from service.pipeline.coalesce import coalesce, version_stamp
+from service.pipeline.delivery_core import DeliveryCore
 from service.pipeline.ratelimit import InProcessRateLimiter
 from tests.support import base_config, load
 

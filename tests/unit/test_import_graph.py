@@ -1,6 +1,7 @@
 """The import graph of service, consumers and handlers has no module cycle, imports inside functions included."""
 
 import ast
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,3 +121,18 @@ def test_the_domain_imports_nothing_above_it_and_handlers_only_the_domain() -> N
         or (module.startswith("handlers") and not target.startswith(("handlers", "service.domain")))
     }
     assert upward == set()
+
+
+def test_the_layer_contract_places_every_child_of_service_and_both_other_packages() -> None:
+    """A new subpackage (or top-level module) of `service` must get its place in the layers,
+    else `lint-imports` would let it import anything."""
+    with open(ROOT / "pyproject.toml", "rb") as file:
+        contracts = tomllib.load(file)["tool"]["importlinter"]["contracts"]
+    [layers] = [contract["layers"] for contract in contracts if contract["type"] == "layers"]
+    placed = {name.strip() for layer in layers for name in layer.split("|")}
+    children = {
+        f"service.{path.stem if path.suffix == '.py' else path.name}"
+        for path in (ROOT / "service").iterdir()
+        if (path.suffix == ".py" and path.stem != "__init__") or (path / "__init__.py").exists()
+    }
+    assert placed == children | {"consumers", "handlers"}

@@ -1,5 +1,1 @@
 """The operator console at /console/: server-rendered pages over the state interface (no script, no CDN)."""
-
-from service.web.console.views import console
-
-__all__ = ["console"]

@@ -1,5 +1,5 @@
 """The console's pages and forms: sign-in, overview, events, event detail, dead letters with
-replay (one, or by filter after a dry run), and provider pause/resume."""
+replay (one, or by filter after a dry run), and provider pause/resume, on the console blueprint."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import (
-    Blueprint,
     Response,
     abort,
-    current_app,
     make_response,
     redirect,
     render_template,
@@ -22,41 +20,15 @@ from flask import (
 from service.domain.redact import redact_obj
 from service.domain.state import EventFilter, ProviderControl
 from service.web.console import auth, figures
+from service.web.console.blueprint import configured_admin_token, console, current_runtime
 from service.web.event_filters import EVENT_STATUSES, FILTER_FIELDS, parse_event_filter, whole_events
-
-console = Blueprint(
-    "console",
-    __name__,
-    url_prefix="/console",
-    template_folder="templates",
-    static_folder="static",
-)
 
 PAGE_SIZE = 50
 PROGRESS_SCAN = 5000  # rows read to count a bulk replay's progress
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self';"
-        " frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
-PUBLIC_ENDPOINTS = {"console.login", "console.static"}
-
-
-def _runtime() -> Any:
-    return current_app.extensions["leadrelay"]
-
-
-def _admin_token() -> str:
-    return _runtime().config["server"].get("admin_token") or ""
 
 
 def _store() -> Any:
-    return _runtime().store
+    return current_runtime().store
 
 
 def _page(template: str, status: int = 200, **context: Any) -> Response:
@@ -71,30 +43,6 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
     return make_response(body, status)
 
 
-@console.before_request
-def require_session() -> Any:
-    request.console_session = None  # type: ignore[attr-defined]
-    if request.endpoint in PUBLIC_ENDPOINTS:
-        return None
-    if not _admin_token():
-        abort(403, "the console is off: set server.admin_token")
-    session = auth.session_of(_admin_token())
-    if session is None:
-        if request.method != "GET":
-            abort(401, "sign in to the console first")
-        return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
-    request.console_session = session  # type: ignore[attr-defined]
-    if request.method == "POST" and not auth.csrf_valid(session, request.form.get("csrf_token")):
-        abort(403, "missing or wrong CSRF token: reload the page and submit the form again")
-    return None
-
-
-@console.after_request
-def security_headers(response: Response) -> Response:
-    response.headers.update(SECURITY_HEADERS)
-    return response
-
-
 # ---- sign-in ----------------------------------------------------------------------------
 
 
@@ -107,7 +55,7 @@ def _safe_next(target: str | None) -> str:
 
 @console.route("/login", methods=["GET", "POST"])
 def login() -> Any:
-    admin_token = _admin_token()
+    admin_token = configured_admin_token()
     if not admin_token:
         abort(403, "the console is off: set server.admin_token")
     error = None
@@ -149,7 +97,7 @@ def logout() -> Any:
 def overview() -> Any:
     store = _store()
     data = store.overview(time.time())
-    config = _runtime().config
+    config = current_runtime().config
     providers = {name: data["providers"].get(name, {}) for name in config.providers}
     providers.update({name: stats for name, stats in data["providers"].items() if name not in providers})
     webhooks = figures.webhook_outcomes()
@@ -202,8 +150,8 @@ def _event_rows(template: str, forced_status: str | None = None) -> Response:
         rows=rows,
         values=values,
         statuses=EVENT_STATUSES,
-        providers=sorted(_runtime().config.providers),
-        sources=sorted(_runtime().config.sources),
+        providers=sorted(current_runtime().config.providers),
+        sources=sorted(current_runtime().config.sources),
         next_url=next_url,
         first_url=url_for(request.endpoint or "console.events") + "?" + urlencode(values) if after else None,
     )
@@ -224,7 +172,7 @@ def event(command_id: str) -> Any:
 
 @console.post("/events/<path:command_id>/replay")
 def replay_event(command_id: str) -> Any:
-    runtime = _runtime()
+    runtime = current_runtime()
     found = runtime.store.get_event(command_id)
     if found is None:
         abort(404, f"no event {command_id!r}")
@@ -290,13 +238,13 @@ def providers() -> Any:
     store = _store()
     controls = store.provider_controls()
     stats = store.overview(time.time())["providers"]
-    names = sorted(set(_runtime().config.providers) | set(controls))
+    names = sorted(set(current_runtime().config.providers) | set(controls))
     rows = [
         {
             "name": name,
             "control": (controls.get(name) or ProviderControl(provider=name)).__dict__,
             "stats": stats.get(name, {}),
-            "type": _runtime().config.providers.get(name, {}).get("type", "?"),
+            "type": current_runtime().config.providers.get(name, {}).get("type", "?"),
         }
         for name in names
     ]
@@ -308,7 +256,7 @@ def control_provider(name: str, action: str) -> Any:
     if action not in ("pause", "resume"):
         abort(404, f"no action {action!r}: pause or resume")
     store = _store()
-    if name not in _runtime().config.providers:
+    if name not in current_runtime().config.providers:
         abort(404, f"no provider {name!r}")
     control = store.provider_controls().get(name) or ProviderControl(provider=name)
     control.paused = action == "pause"

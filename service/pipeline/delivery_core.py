@@ -1,100 +1,37 @@
-"""The dispatcher: pending deliveries -> coalesced provider calls -> recorded outcomes.
+"""The delivery core every mode shares: one group of deliveries -> coalesced provider call
+(stale protection, breaker, rate limit) -> a `Decision`, the next state of each delivery.
 
-`DeliveryCore` is the part every mode shares (coalescing, stale protection, rate limits,
-classification into the next state). `EmbeddedDispatcher` drives it from the SQLite
-queue; the Kafka dispatcher consumer drives the same core from the command topic.
+`EmbeddedDispatcher` (`service.pipeline.embedded`) drives it from the SQL queue; the Kafka
+dispatcher consumer drives the same core from the command topic.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from handlers import build_handlers
-from handlers.base import DeliveryResult, Outcome, ProviderHandler, ProviderUpdate
+from handlers.base import DeliveryResult, Outcome, ProviderHandler
 from service import metrics
 from service.config import Config
 from service.domain.backoff import backoff_seconds
-from service.domain.command import complete_names
 from service.domain.limits import RateLimiter
-from service.domain.state import Delivery, DeliveryGroup, StateStore, StateUnavailable
+from service.domain.state import DeliveryGroup
 from service.domain.statuses import DeliveryStatus
-from service.logs import command_id_var
 from service.pipeline.alerts import Alerts
 from service.pipeline.breaker import BreakerSettings
+from service.pipeline.coalesce import coalesce
 from service.pipeline.gate import ProviderGate, settings_fingerprint
 from service.pipeline.ratelimit import InProcessRateLimiter
 from service.pipeline.readback import ReadBack, read_back
 from service.pipeline.schedule import give_up_reason, next_retry_at
-from service.pipeline.wakeup import Waiter, wakeup_address
 
 log = logging.getLogger("leadrelay.dispatcher")
 
 NOT_CONFIGURED_RECHECK_SECONDS = 30.0
-DATABASE_RETRY_SECONDS = 1.0
-CONFIRM_RETRY_SECONDS = 1.0  # a read-back that could not run (rate limited) is asked again this soon
-# After a tick that started nothing, a wake-up waits this many times that tick's duration.
-WAKE_REST_FACTOR = 10.0
-# Ticks caused by wake-ups are at least this far apart (at most 40 passes a second under load).
-WAKE_MIN_GAP_SECONDS = 0.025
-
-
-def version_stamp(occurred_at: datetime) -> str:
-    """`occurred_at` as a fixed-width UTC string, so stored field versions compare correctly
-    as strings (isoformat keeps the sender's offset and drops zero microseconds)."""
-    if occurred_at.tzinfo is None:
-        occurred_at = occurred_at.replace(tzinfo=UTC)
-    return occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass
-class Coalesced:
-    update: ProviderUpdate
-    field_versions: dict[str, str] = field(default_factory=dict)  # field -> occurred_at applied
-    stale_fields: list[str] = field(default_factory=list)
-
-
-def coalesce(deliveries: list[Delivery], applied: Mapping[str, str]) -> Coalesced:
-    """Merge commands for one lead and provider into one update.
-
-    Events are applied in `occurred_at` order (queue order breaks ties): later values win
-    per field, metadata is merged. A field whose value comes from an event older than the
-    one already applied for that lead and field is not sent (stale protection). Names are
-    completed per command first (`complete_names`), so a name derived from an older event
-    carries that event's version and never overwrites a newer one.
-    """
-    ordered = sorted(deliveries, key=lambda d: (d.command.occurred_at, d.seq))
-    changes: dict[str, Any] = {}
-    metadata: dict[str, Any] = {}
-    versions: dict[str, str] = {}
-    stale: list[str] = []
-    for delivery in ordered:
-        command = delivery.command
-        when = version_stamp(command.occurred_at)
-        for name, value in complete_names(command.changes).items():
-            if name in applied and applied[name] > when:
-                stale.append(name)
-                continue
-            changes[name] = value
-            versions[name] = when
-        metadata.update(command.metadata)
-    last = ordered[-1].command
-    # The most specific identity any of the commands carried (an id beats an email).
-    lead = next((d.command.lead for d in reversed(ordered) if d.command.lead.id), last.lead)
-    update = ProviderUpdate(
-        lead=lead,
-        changes=changes,
-        metadata=metadata,
-        post_updated_lead=any(d.command.post_updated_lead for d in ordered),
-        command_ids=tuple(d.command.command_id for d in deliveries),
-    )
-    return Coalesced(update=update, field_versions=versions, stale_fields=stale)
 
 
 @dataclass
@@ -113,6 +50,8 @@ class Decision:
 
 
 class DeliveryCore:
+    """Decides each group's next state: deliver (coalesced), poll, or confirm after a crash."""
+
     def __init__(
         self,
         config: Config,
@@ -404,226 +343,3 @@ class DeliveryCore:
                 metrics.ASYNC_METRICS.labels(provider=name, metric=metric).set(value)
             found[name] = values
         return found
-
-
-class EmbeddedDispatcher:
-    """Drives `DeliveryCore` from the SQLite queue with a pool of worker threads."""
-
-    def __init__(self, config: Config, store: StateStore, core: DeliveryCore | None = None) -> None:
-        self.config = config
-        self.store = store
-        self.core = core or DeliveryCore(config)
-        self.core.counts_polls = True  # the SQLite ledger keeps `polls`
-        self.core.gate.attach(store)  # breaker transitions and pauses shared with the web process
-        self.settings = config["dispatcher"]
-        self.concurrency = int(self.settings["concurrency"])
-        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deliver")
-        self.stopping = threading.Event()
-        self._busy: set[tuple[str, str]] = set()
-        self._busy_lock = threading.Lock()
-        self._futures: set[Future[None]] = set()
-        # Woken by the web workers after each enqueue, and by a delivery finishing (a free slot).
-        self.waiter = Waiter(wakeup_address(config["storage"]["path"]))
-
-    # ---- outcome recording ----------------------------------------------------------
-
-    def apply(self, group: DeliveryGroup, decision: Decision) -> None:
-        now = time.time()
-        self.store.record(
-            group,
-            decision.status,
-            now=now,
-            error=decision.error,
-            stage=decision.stage,
-            response=decision.response,
-            next_attempt_at=decision.next_attempt_at,
-            count_attempt=decision.count_attempt,
-            count_poll=decision.count_poll,
-            request_id=decision.request_id,
-            field_versions=decision.field_versions if decision.status == DeliveryStatus.DELIVERED else None,
-        )
-        for delivery in group.deliveries:
-            token = command_id_var.set(delivery.command.command_id)
-            try:
-                self._observe(group.provider, delivery, decision, now)
-            finally:
-                command_id_var.reset(token)
-
-    def _observe(self, provider: str, delivery: Delivery, decision: Decision, now: float) -> None:
-        if decision.status == DeliveryStatus.DELIVERED:
-            metrics.DELIVERIES.labels(provider=provider, outcome=DeliveryStatus.DELIVERED).inc()
-            if delivery.received_at:
-                metrics.DELIVERY_LATENCY.labels(provider=provider).observe(
-                    max(0.0, now - delivery.received_at)
-                )
-            log.info("delivered", extra={"provider": provider, "note": decision.error})
-        elif decision.status == DeliveryStatus.DEAD_LETTERED:
-            metrics.DELIVERIES.labels(provider=provider, outcome=DeliveryStatus.DEAD_LETTERED).inc()
-            metrics.DEAD_LETTERS.labels(provider=provider, stage=decision.stage or "provider").inc()
-            log.warning(
-                "dead-lettered",
-                extra={"provider": provider, "reason": decision.error, "stage": decision.stage},
-            )
-            self.core.alerts.dead_lettered(provider, decision.error)
-        elif decision.error and decision.stage != "breaker":  # a held delivery is not news each time
-            log.info(
-                "rescheduled",
-                extra={"provider": provider, "reason": decision.error, "retry_at": decision.next_attempt_at},
-            )
-
-    # ---- work -----------------------------------------------------------------------
-
-    def _run_group(self, group: DeliveryGroup, polling: bool) -> None:
-        key = (group.provider, group.lead_key)
-        # Every log line of this delivery (handlers included) names the command(s) it serves.
-        token = command_id_var.set(",".join(d.command.command_id for d in group.deliveries))
-        try:
-            if polling:
-                decision = self.core.poll(group)
-            else:
-                decision = self.core.deliver(
-                    group, self.store.applied_versions(group.lead_key, group.provider)
-                )
-            self.apply(group, decision)
-        except Exception as exc:  # a bug in one group must not stop the others; it retries
-            log.exception("delivery failed unexpectedly", extra={"provider": group.provider})
-            self.apply(
-                group,
-                Decision(
-                    DeliveryStatus.POLLING if polling else DeliveryStatus.PENDING,
-                    error=f"internal error: {type(exc).__name__}: {exc}",
-                    stage="leadrelay",
-                    next_attempt_at=time.time() + 30,
-                ),
-            )
-        finally:
-            command_id_var.reset(token)
-            with self._busy_lock:
-                self._busy.discard(key)
-            self.waiter.wake()
-
-    def recover(self, groups: list[DeliveryGroup] | None = None) -> list[DeliveryGroup]:
-        """Deliveries a dead dispatcher left in flight (at start: every `in_flight` row):
-        read back from the provider where it can tell us (no second call), else send again
-        (at-least-once, logged). -> the groups whose read-back must be asked again later."""
-        later: list[DeliveryGroup] = []
-        for group in self.store.orphaned_in_flight() if groups is None else groups:
-            decision = self.core.confirm(group, self.store.applied_versions(group.lead_key, group.provider))
-            if decision is None:
-                later.append(group)
-                continue
-            # When sending again, the dead dispatcher's call may have landed: name what may arrive twice.
-            log.warning(
-                "recovered in-flight delivery: %s",
-                "provider already has it"
-                if decision.status == DeliveryStatus.DELIVERED
-                else "sending again (may be delivered twice)",
-                extra={
-                    "command_ids": group.command_ids,
-                    "provider": group.provider,
-                    "lead_key": group.lead_key,
-                    "reason": decision.error,
-                },
-            )
-            self.apply(group, decision)
-        return later
-
-    def tick(self) -> int:
-        """Claim and start what is due; returns the number of groups started."""
-        with self._busy_lock:
-            free = self.concurrency - len(self._busy)
-            busy = set(self._busy)
-        if free <= 0:
-            return 0
-        now = time.time()
-        started = 0
-        for polling, groups in (
-            (True, self.store.polling_deliveries(now, free)),
-            (
-                False,
-                self.store.claim_due_groups(
-                    now,
-                    int(self.settings["batch_size"]),
-                    skip=busy,
-                    max_groups=free * 2,
-                    per_group=None if self.settings["coalesce"] else 1,
-                ),
-            ),
-        ):
-            for group in groups:
-                with self._busy_lock:
-                    self._busy.add((group.provider, group.lead_key))
-                future = self.pool.submit(self._run_group, group, polling)
-                self._futures.add(future)
-                future.add_done_callback(self._futures.discard)
-                started += 1
-        return started
-
-    def update_gauges(self) -> None:
-        stats = self.store.queue_stats()
-        metrics.QUEUE_DEPTH.set(stats["depth"])
-        metrics.OLDEST_PENDING_AGE.set(stats["oldest_age_seconds"])
-        self.core.alerts.backlog(stats["oldest_age_seconds"])
-
-    def run(self) -> None:
-        with self.waiter:
-            self._loop()
-        self.shutdown()
-
-    def _loop(self) -> None:
-        log.info(
-            "dispatcher started",
-            extra={"concurrency": self.concurrency, "woken_on_enqueue": self.waiter.listening},
-        )
-        unconfirmed = self.recover()
-        last_recover = time.monotonic()
-        last_gauges = 0.0
-        last_provider_metrics = 0.0
-        interval = float(self.settings["provider_metrics_interval_seconds"])
-        poll_interval = float(self.settings["poll_interval_seconds"])
-        woken_tick_at = 0.0
-        while not self.stopping.is_set():
-            metrics.heartbeat()  # liveness: /healthz on the metrics port fails if this stops
-            tick_started = time.monotonic()
-            try:
-                if unconfirmed and time.monotonic() - last_recover > CONFIRM_RETRY_SECONDS:
-                    unconfirmed = self.recover(unconfirmed)  # rate limited before: ask again
-                    last_recover = time.monotonic()
-                started = self.tick()
-                tick_ended = time.monotonic()
-                if time.monotonic() - last_gauges > 5:
-                    self.update_gauges()
-                    last_gauges = time.monotonic()
-            except StateUnavailable as exc:
-                # The database is away (PostgreSQL restarting): wait for it rather than exit.
-                log.warning("state store unavailable: %s", exc)
-                self.stopping.wait(DATABASE_RETRY_SECONDS)
-                continue
-            if interval and time.monotonic() - last_provider_metrics > interval:
-                # In the pool: a slow provider must not hold up the dispatch loop.
-                self.pool.submit(self.core.refresh_provider_metrics)
-                last_provider_metrics = time.monotonic()
-            if not started and self.waiter.wait(poll_interval):
-                # Woken by new work after a tick that found nothing to start. Each tick scans
-                # every open delivery and each group it starts costs two commits, even one that
-                # only meets a full rate limit; under load, waking on every enqueue would spend
-                # the CPU and the write lock on that. So wake-up ticks are 25 ms apart at least,
-                # and rest ten times the last tick's cost (a large backlog makes ticks slow).
-                # At light load neither delays anything.
-                now = time.monotonic()
-                rest = max(
-                    WAKE_REST_FACTOR * (tick_ended - tick_started) - (now - tick_ended),
-                    woken_tick_at + WAKE_MIN_GAP_SECONDS - now,
-                )
-                if rest > 0:
-                    self.stopping.wait(min(rest, poll_interval))
-                woken_tick_at = time.monotonic()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.waiter.wake()
-
-    def shutdown(self) -> None:
-        """Let in-flight calls finish and record their outcome, then stop."""
-        self.pool.shutdown(wait=True)
-        log.info("dispatcher stopped")

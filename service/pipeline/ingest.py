@@ -22,8 +22,8 @@ from handlers import build_handlers
 from handlers.base import ConversionError, PermanentError, ProviderHandler
 from service import metrics
 from service.config import Config
-from service.dedup import DedupStore, DedupUnavailable
 from service.domain.command import LeadUpdateCommand, status_problem
+from service.domain.dedup import DedupStore, DedupUnavailable
 from service.domain.state import Claim
 from service.sources.base import PayloadInvalid
 
