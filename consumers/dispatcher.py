@@ -56,6 +56,7 @@ from service import metrics
 from service.config import Config
 from service.domain.command import SCHEMA_VERSION, LeadUpdateCommand
 from service.domain.state import StateUnavailable
+from service.pipeline.budget import BudgetSampler
 from service.pipeline.delivery_core import DeliveryCore
 from service.state.redis_limiter import RedisRateLimiter
 from service.state.retention import RetentionPruner
@@ -92,6 +93,7 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
             self.core, self.ledger, self.outcomes, self.owner, self.max_in_batch_wait, self.owner_ttl
         )
         self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="owner-heartbeat", daemon=True)
+        self.budget = BudgetSampler(self.core, self.ledger)  # sampled from the heartbeat thread
         # Retention runs here too, in small transactions: concurrent pruners only ever delete
         # rows that are prunable for both, and a row already gone is simply not counted.
         self.pruner = RetentionPruner(self.ledger, config["retention"])
@@ -102,11 +104,13 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
         """Other dispatchers treat our in-flight claims and our lead claims as live while this
         beats (a claim whose heartbeat is older than `kafka.owner_ttl_seconds` is an orphan)."""
         while not self.stopping.is_set():
+            beat = time.monotonic()
             try:
                 self.ledger.renew_owner(self.owner, self.runner.held_leads(), time.time(), self.owner_ttl)
             except StateUnavailable as exc:
                 log.warning("owner heartbeat failed: %s", exc)
-            self.stopping.wait(self.owner_ttl / 3)
+            self.budget.sample_if_due()  # never raises; its time comes out of the wait below
+            self.stopping.wait(max(0.0, beat + self.owner_ttl / 3 - time.monotonic()))
 
     # ---- rebalance listener -----------------------------------------------------------
     # kafka-python runs these on its IO thread: they must not block, so the commit is

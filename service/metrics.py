@@ -68,6 +68,12 @@ DEAD_LETTERS = Counter("leadrelay_dead_letters_total", "Deliveries dead-lettered
 RATE_LIMIT_WAITS = Counter(
     "leadrelay_rate_limit_waits_total", "Calls deferred by the shared rate limiter", ["provider"]
 )
+RATE_LIMIT_USED_RATIO = Gauge(
+    "leadrelay_rate_limit_used_ratio",
+    "Share of the provider's rate limit used in the window ending at the last sample (0..1)",
+    ["provider"],
+    multiprocess_mode="max",
+)
 COALESCED = Counter("leadrelay_coalesced_commands_total", "Commands merged into another call", ["provider"])
 QUEUE_DEPTH = Gauge(
     "leadrelay_queue_depth", "Open deliveries (pending, in flight, polling)", multiprocess_mode="max"

@@ -1,4 +1,4 @@
-"""`providers status|pause|resume|metrics`: breaker state and operator pause through the admin API; an async provider's own queue metrics."""
+"""`providers status|pause|resume|metrics`: breaker state, operator pause and the latest rate-limit budget through the admin API; an async provider's own queue metrics."""
 
 from __future__ import annotations
 
@@ -51,11 +51,13 @@ def _provider_control(args: argparse.Namespace) -> int:
     base, headers = admin_endpoint(args)
     if args.action == "status":
         body = call_admin("GET", f"{base}/v1/providers", headers)
+        overview = call_admin("GET", f"{base}/v1/overview", headers)["providers"]
         for name, state in body["providers"].items():
             if args.name and name != args.name:
                 continue
             shown = "paused" if state["paused"] else state["breaker"]
             extra = f"\tnext probe {state['next_probe_at']}" if state["next_probe_at"] else ""
+            extra += _latest_budget((overview.get(name) or {}).get("rate_limit"))
             print(f"{name}\t{shown}{extra}\t{state['reason'] or ''}")
         return 0
     if not args.name:
@@ -63,6 +65,14 @@ def _provider_control(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(call_admin("POST", f"{base}/v1/providers/{args.name}/{args.action}", headers), indent=2))
     return 0
+
+
+def _latest_budget(rate_limit: dict[str, Any] | None) -> str:
+    """The last budget sample the dispatchers published, e.g. `\trate limit 12/25 per 5 s`."""
+    if not rate_limit or not rate_limit["samples"]:
+        return ""
+    used = rate_limit["samples"][-1]["used"]
+    return f"\trate limit {used}/{rate_limit['calls']} per {rate_limit['per_seconds']:g} s"
 
 
 def register(sub: Any) -> None:

@@ -2,7 +2,7 @@
 
 Both implementations (in-process: `service/pipeline/ratelimit.py`; shared through Redis:
 `service/state/redis_limiter.py`) keep a sliding-window log of call stamps per provider
-account, and give the same three answers:
+account, and give the same answers:
 
 - `acquire` never blocks: it takes a slot (0.0) or says how long until one frees;
 - `settle` re-stamps one in-flight slot of this process with the moment its call ended
@@ -10,11 +10,13 @@ account, and give the same three answers:
   measured against an upper bound and cannot squeeze a later call into its window;
 - `penalise` after a 429 adds a pause: nothing is granted before `now + seconds`, and the
   log of calls already made is KEPT, so the first calls after the pause are still measured
-  against those made just before it (no full burst on top of a window still in use).
+  against those made just before it (no full burst on top of a window still in use);
+- `usage` counts the calls in the window ending now (the budget used, for the console).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 # Calls leave here slightly before the provider counts them; keep a margin so network
@@ -25,6 +27,18 @@ SAFETY_MARGIN_SECONDS = 0.15
 def window_seconds(per_seconds: float) -> float:
     """The window the log is kept over: the provider's plus the safety margin."""
     return per_seconds + SAFETY_MARGIN_SECONDS
+
+
+@dataclass(frozen=True)
+class RateLimitUsage:
+    """One provider's budget at one moment: `used` of `calls` slots in the window ending now.
+    Providers sharing an account (LeadSquared sync and async with the same keys) share `used`."""
+
+    provider: str
+    account: str
+    used: int
+    calls: int
+    per_seconds: float
 
 
 class RateLimiter(Protocol):
@@ -38,4 +52,8 @@ class RateLimiter(Protocol):
 
     def penalise(self, account: str, seconds: float, calls: int, per_seconds: float) -> None:
         """The provider answered 429: grant nothing on `account` for `seconds`; keep the log."""
+        ...
+
+    def usage(self, account: str, per_seconds: float) -> int:
+        """The slots taken on `account` in the window ending now (the same window `acquire` counts)."""
         ...

@@ -1,5 +1,5 @@
 """The state interface: dedup claims, the command queue, the delivery ledger, the event log,
-provider controls and lead claims, with the data classes that cross it."""
+provider controls, lead claims and rate-limit samples, with the data classes that cross it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from service.domain.command import LeadUpdateCommand
+from service.domain.limits import RateLimitUsage
 from service.domain.statuses import DeliveryStatus
 
 
@@ -154,6 +155,11 @@ class StateStore(Protocol):
     def claim_lead(self, provider: str, lead_key: str, owner: str, ttl_seconds: float) -> bool: ...
 
     def release_lead(self, provider: str, lead_key: str, owner: str) -> None: ...
+
+    # ---- rate-limit budget samples (dispatchers write, the overview reads) ----------------
+    def record_rate_limit_usage(self, usages: list[RateLimitUsage], now: float) -> None: ...
+
+    def rate_limit_samples(self, since: float) -> dict[str, dict[str, Any]]: ...
 
     # ---- retention and health ------------------------------------------------------------
     def prune(self, now: float, delivered_days: float, dead_letter_days: float, batch: int = 500) -> int: ...

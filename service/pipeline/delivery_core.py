@@ -18,7 +18,7 @@ from handlers.base import DeliveryResult, Outcome, ProviderHandler
 from service import metrics
 from service.config import Config
 from service.domain.backoff import backoff_seconds
-from service.domain.limits import RateLimiter
+from service.domain.limits import RateLimiter, RateLimitUsage
 from service.domain.state import DeliveryGroup
 from service.domain.statuses import DeliveryStatus
 from service.pipeline.alerts import Alerts
@@ -78,6 +78,19 @@ class DeliveryCore:
         if configured:
             return int(configured["calls"]), float(configured["per_seconds"])
         return handler.default_rate_limit
+
+    def rate_limit_usage(self) -> list[RateLimitUsage]:
+        """The budget used now by every rate-limited provider that can deliver, as its limiter
+        counts it (shared through Redis: every dispatcher's calls on the account)."""
+        found = []
+        for name, handler in sorted(self.handlers.items()):
+            limit = self.rate_limit(handler)
+            if limit is None or handler.configuration_problem():
+                continue
+            calls, per_seconds = limit
+            used = self.limiter.usage(handler.account, per_seconds)
+            found.append(RateLimitUsage(name, handler.account, used, calls, per_seconds))
+        return found
 
     def deliver(self, group: DeliveryGroup, applied: Mapping[str, str], now: float | None = None) -> Decision:
         now = now or time.time()

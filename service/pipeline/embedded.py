@@ -13,6 +13,7 @@ from service.config import Config
 from service.domain.state import Delivery, DeliveryGroup, StateStore, StateUnavailable
 from service.domain.statuses import DeliveryStatus
 from service.logs import command_id_var
+from service.pipeline.budget import BudgetSampler
 from service.pipeline.delivery_core import Decision, DeliveryCore
 from service.pipeline.wakeup import Waiter, wakeup_address
 
@@ -44,6 +45,7 @@ class EmbeddedDispatcher:
         self._futures: set[Future[None]] = set()
         # Woken by the web workers after each enqueue, and by a delivery finishing (a free slot).
         self.waiter = Waiter(wakeup_address(config["storage"]["path"]))
+        self.budget = BudgetSampler(self.core, store)  # the console's rate-limit budget
 
     # ---- outcome recording ----------------------------------------------------------
 
@@ -184,6 +186,7 @@ class EmbeddedDispatcher:
         metrics.QUEUE_DEPTH.set(stats["depth"])
         metrics.OLDEST_PENDING_AGE.set(stats["oldest_age_seconds"])
         self.core.alerts.backlog(stats["oldest_age_seconds"])
+        self.budget.sample()  # every 5 s, the store's sample grid
 
     def run(self) -> None:
         with self.waiter:

@@ -3,7 +3,7 @@
 A sliding-window log, not a token bucket: a bucket of 25 refilling at 5/s lets 50 calls
 through in some 5-second windows, which is exactly what LeadSquared answers with 429.
 Several replicas share `service/state/redis_limiter.RedisRateLimiter` instead; both follow
-the contract in `service/domain/limits.py` (acquire, settle, penalise).
+the contract in `service/domain/limits.py` (acquire, settle, penalise, usage).
 """
 
 from __future__ import annotations
@@ -64,3 +64,11 @@ class InProcessRateLimiter:
         now = self._clock()
         with self._lock:
             self._paused_until[account] = max(self._paused_until.get(account, 0.0), now + seconds)
+
+    def usage(self, account: str, per_seconds: float) -> int:
+        """Stamps inside the window ending now: what `acquire` would count (the log is not pruned
+        here; `acquire` does that)."""
+        now = self._clock()
+        with self._lock:
+            log = self._calls.get(account, [])
+            return len(log) - bisect.bisect_right(log, now - window_seconds(per_seconds))

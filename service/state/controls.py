@@ -4,6 +4,7 @@ dispatchers, and retention: the parts of the SQL store that are not the queue or
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from service.domain.state import ProviderControl
@@ -14,6 +15,8 @@ DAY = 86400.0
 
 class ControlsMixin:
     engine: Any
+    # From RateLimitSamplesMixin (an annotation, not a stub: a stub here would shadow it).
+    prune_rate_limit_samples: Callable[[float, int], int]
 
     def transaction(self) -> Any: ...
 
@@ -86,7 +89,8 @@ class ControlsMixin:
         """Delete, in transactions of at most `batch` commands: commands whose deliveries were
         all delivered more than `delivered_days` ago; commands finished with a dead letter (or
         never routed) untouched for `dead_letter_days`; expired dedup keys and lead claims;
-        history older than the longer of the two. Returns the rows removed."""
+        history older than the longer of the two; rate-limit samples older than an hour.
+        Returns the rows removed."""
         delivered_cutoff = now - delivered_days * DAY
         dead_cutoff = now - dead_letter_days * DAY
         removed = 0
@@ -137,4 +141,5 @@ class ControlsMixin:
                     break
         if removed:
             self.engine.reclaim(CHURNING_TABLES)
-        return removed
+        # A few hundred small rows an hour: not worth a VACUUM of their own.
+        return removed + self.prune_rate_limit_samples(now, batch)

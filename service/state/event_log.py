@@ -14,6 +14,8 @@ from service.domain.state import EventFilter
 from service.domain.statuses import OPEN_STATUSES, DeliveryStatus, overall_status
 
 HOUR = 3600.0
+# The overview's rate-limit samples reach back this far (the samples are kept an hour).
+RATE_LIMIT_SHOWN_SECONDS = 300.0
 MATCHING_REPLAY_CHUNK = 500
 
 
@@ -61,6 +63,8 @@ def filter_sql(event_filter: EventFilter) -> tuple[str, list[Any]]:
 class EventLogMixin:
     engine: Any
     requeue: Callable[[LeadUpdateCommand], None] | None = None
+    # From RateLimitSamplesMixin (an annotation, not a stub: a stub here would shadow it).
+    rate_limit_samples: Callable[[float], dict[str, dict[str, Any]]]
 
     def transaction(self) -> Any: ...
 
@@ -247,8 +251,9 @@ class EventLogMixin:
 
     def overview(self, now: float) -> dict[str, Any]:
         """Per provider: delivered in the last hour, failures by stage, dead letters, pending,
-        the oldest pending age and polling; per source: accepted and duplicates; and a
-        per-minute series of delivered and failed outcomes over the last hour."""
+        the oldest pending age, polling and the rate-limit budget the dispatchers sampled over
+        the last five minutes; per source: accepted and duplicates; and a per-minute series of
+        delivered and failed outcomes over the last hour."""
         hour_ago = now - HOUR
         with self.read() as db:
             by_status = db.execute(
@@ -289,6 +294,7 @@ class EventLogMixin:
                     "pending": 0,
                     "oldest_pending_age_seconds": 0.0,
                     "polling": 0,
+                    "rate_limit": None,
                 },
             )
 
@@ -306,6 +312,9 @@ class EventLogMixin:
             entry(row["provider"])["delivered_last_hour"] = row["n"]
         for row in failures:
             entry(row["provider"])["failures_by_stage"][row["error_stage"]] = row["n"]
+        for name, budget in self.rate_limit_samples(now - RATE_LIMIT_SHOWN_SECONDS).items():
+            samples = [{"at": iso(s["at"]), "used": s["used"]} for s in budget["samples"]]
+            entry(name)["rate_limit"] = {**budget, "samples": samples}
         # 60 one-minute buckets, the last one the current minute.
         first_minute = int(now // 60) * 60 - 59 * 60
         minutes = {first_minute + 60 * i: {"delivered": 0, "failed": 0} for i in range(60)}

@@ -159,6 +159,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         "retry horizon: when a delivery was first attempted",
         (add_column("deliveries", "first_attempt_at", "{float}"),),
     ),
+    Migration(
+        5,
+        "rate-limit budget samples the dispatchers publish for the console",
+        (
+            _ddl(
+                "CREATE TABLE IF NOT EXISTS rate_limit_samples (provider TEXT NOT NULL, at {float} NOT NULL,"
+                " used INTEGER NOT NULL, calls INTEGER NOT NULL, per_seconds {float} NOT NULL,"
+                " PRIMARY KEY (provider, at))"
+            ),
+        ),
+    ),
 )
 
 

@@ -56,6 +56,15 @@ return 0
 """
 
 
+# KEYS[1] log; ARGV: window_us -> the stamps inside the window ending now (what `_ACQUIRE` keeps
+# after its trim: scores are whole µs, so "> now - window" is ">= now - window + 1").
+_USAGE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+return redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[1]) + 1, '+inf')
+"""
+
+
 class RedisRateLimiter:
     """Every replica shares one log per account; `settle` re-stamps this process's own slots."""
 
@@ -65,6 +74,7 @@ class RedisRateLimiter:
         self._acquire = client.register_script(_ACQUIRE)
         self._settle = client.register_script(_SETTLE)
         self._penalise = client.register_script(_PENALISE)
+        self._usage = client.register_script(_USAGE)
         self._token = secrets.token_hex(4)
         self._seq = 0
         # Per account: the members of slots this process took whose calls have not ended.
@@ -106,5 +116,13 @@ class RedisRateLimiter:
     def penalise(self, account: str, seconds: float, calls: int, per_seconds: float) -> None:
         try:
             self._penalise(keys=[self.prefix + "pause:" + account], args=[int(seconds * 1_000_000)])
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"redis: {exc}") from None
+
+    def usage(self, account: str, per_seconds: float) -> int:
+        """Every replica's slots on `account` in the window ending now, on Redis' clock."""
+        window_us = int(window_seconds(per_seconds) * 1_000_000)
+        try:
+            return int(self._usage(keys=[self.prefix + account], args=[window_us]))
         except redis.RedisError as exc:
             raise StateUnavailable(f"redis: {exc}") from None

@@ -1,6 +1,6 @@
 """The one SQL implementation of the state interface: the store and the command queue's writes
-(the delivery rows, dedup keys, the event log, controls and the Kafka dispatch ledger are mixed
-in from sibling modules).
+(the delivery rows, dedup keys, the event log, controls, rate-limit samples and the Kafka
+dispatch ledger are mixed in from sibling modules).
 
 A command row is written once; each delivery row moves
 `pending -> in_flight -> delivered | pending (retry) | polling | dead_lettered`.
@@ -19,11 +19,14 @@ from service.state.deliveries import DeliveriesMixin
 from service.state.dispatch_ledger import DispatchLedgerMixin
 from service.state.engine import Engine, Session
 from service.state.event_log import EventLogMixin
+from service.state.rate_limit_samples import RateLimitSamplesMixin
 
 T = TypeVar("T")
 
 
-class SqlStateStore(DedupKeysMixin, EventLogMixin, ControlsMixin, DeliveriesMixin, DispatchLedgerMixin):
+class SqlStateStore(
+    DedupKeysMixin, EventLogMixin, ControlsMixin, DeliveriesMixin, DispatchLedgerMixin, RateLimitSamplesMixin
+):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect

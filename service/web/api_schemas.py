@@ -142,8 +142,40 @@ class MinuteSchema(Answer):
     failed = count()
 
 
+class BudgetSampleSchema(Answer):
+    at = fields.String(required=True, metadata={"description": "the sample's moment (a 5-second grid)"})
+    used = fields.Integer(
+        required=True, metadata={"description": "calls in the limiter's window ending at `at`"}
+    )
+
+
+class RateLimitBudgetSchema(Answer):
+    calls = count()
+    per_seconds = fields.Float(required=True)
+    samples = fields.List(
+        fields.Nested(BudgetSampleSchema),
+        required=True,
+        metadata={"description": "the dispatchers' samples over the last 5 minutes, oldest first"},
+    )
+
+
+class ProviderOverviewSchema(Answer):
+    delivered_last_hour = count()
+    failures_by_stage = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    dead_letters = count()
+    pending = count()
+    oldest_pending_age_seconds = fields.Float(required=True)
+    polling = count()
+    rate_limit = fields.Nested(
+        RateLimitBudgetSchema,
+        required=True,
+        allow_none=True,
+        metadata={"description": "null: no dispatcher sampled this provider's limit in the last 5 minutes"},
+    )
+
+
 class OverviewSchema(Answer):
-    providers = fields.Dict(keys=fields.String(), values=fields.Dict(), required=True)
+    providers = fields.Dict(keys=fields.String(), values=fields.Nested(ProviderOverviewSchema), required=True)
     sources = fields.Dict(keys=fields.String(), values=fields.Dict(), required=True)
     series = fields.List(fields.Nested(MinuteSchema), required=True)
 

@@ -126,3 +126,45 @@ def test_redis_never_more_than_n_in_any_window_with_429s_and_late_calls(
             time.sleep(0.002)
     assert most_in_any_window(ended, per) <= calls
     assert len(ended) >= 3 * calls
+
+
+def test_in_process_usage_counts_the_slots_in_the_window_ending_now() -> None:
+    clock = Clock()
+    limiter: RateLimiter = InProcessRateLimiter(clock=clock)
+    calls, per = 3, 5.0
+    assert limiter.usage("acct", per) == 0
+    assert limiter.acquire("acct", calls, per) == 0.0
+    clock.now += 1.0
+    assert limiter.acquire("acct", calls, per) == 0.0
+    assert limiter.usage("acct", per) == 2
+    assert limiter.usage("other", per) == 0  # per account
+    clock.now += 2.0
+    limiter.settle("acct")  # the first call ended now: its slot counts from here
+    clock.now = 1000.0 + 1.0 + per + SAFETY_MARGIN_SECONDS + 0.001  # the second slot left the window
+    assert limiter.usage("acct", per) == 1
+    assert limiter.acquire("acct", calls, per) == 0.0
+    assert limiter.acquire("acct", calls, per) == 0.0
+    assert limiter.acquire("acct", calls, per) > 0  # full: usage says so too
+    assert limiter.usage("acct", per) == calls
+    clock.now += per + SAFETY_MARGIN_SECONDS + 0.001
+    assert limiter.usage("acct", per) == 0
+
+
+def test_redis_usage_counts_every_replicas_slots_in_the_window_on_redis_time(
+    redis_url: str, redis_prefix: str
+) -> None:
+    first, second = (RedisRateLimiter(redis.Redis.from_url(redis_url), redis_prefix) for _ in range(2))
+    calls, per = 5, 2.0  # long enough that a loaded machine still makes the calls inside one window
+    assert first.usage("acct", per) == 0
+    assert [first.acquire("acct", calls, per) for _ in range(2)] == [0.0, 0.0]
+    assert second.acquire("acct", calls, per) == 0.0
+    assert first.usage("acct", per) == second.usage("acct", per) == 3
+    assert first.usage("other", per) == 0
+    while second.acquire("acct", calls, per) == 0.0:  # fill the window
+        pass
+    assert first.usage("acct", per) == calls
+    deadline = time.monotonic() + 5.0
+    while first.usage("acct", per) and time.monotonic() < deadline:  # the window passes
+        time.sleep(0.02)
+    assert first.usage("acct", per) == 0
+    assert second.acquire("acct", calls, per) == 0.0  # and acquire agrees: a slot is free

@@ -15,7 +15,16 @@ from service.state import SqlStateStore, migrate
 from service.state.engine import PostgresEngine, SQLiteEngine
 from tests.support_postgres import ScratchDatabase, postgres_server
 
-TABLES = ("commands", "deliveries", "field_versions", "dedup", "history", "provider_controls", "lead_claims")
+TABLES = (
+    "commands",
+    "deliveries",
+    "field_versions",
+    "dedup",
+    "history",
+    "provider_controls",
+    "lead_claims",
+    "rate_limit_samples",
+)
 
 
 @pytest.fixture(scope="session")

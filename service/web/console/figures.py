@@ -1,10 +1,12 @@
 """Figures for the console's overview: webhook outcomes per source read from the app's Prometheus
-counters (summed over gunicorn workers in multiprocess mode), and the bar geometry of the SVG charts."""
+counters (summed over gunicorn workers in multiprocess mode), and the bar geometry of the SVG charts
+(outcomes per minute; each provider's rate-limit budget used)."""
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
@@ -24,6 +26,11 @@ REJECTION_STATUS = {
 }
 CHART_WIDTH = 600
 CHART_HEIGHT = 120
+# The budget chart in a provider's row: one bar per 5-second sample over the last 5 minutes.
+BUDGET_WIDTH = 300
+BUDGET_HEIGHT = 40
+BUDGET_SPAN_SECONDS = 300.0
+BUDGET_STEP_SECONDS = 5.0
 
 
 def _collected() -> Any:
@@ -78,3 +85,37 @@ def bars(series: list[dict[str, Any]], key: str) -> dict[str, Any]:
             }
         )
     return {"rects": rects, "peak": peak, "total": sum(point[key] for point in series)}
+
+
+def budget_bars(rate_limit: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
+    """Bars for one provider's budget samples (`overview()["providers"][name]["rate_limit"]`):
+    each at its moment on a 5-minute axis ending `now`, as tall as its share of the limit; and
+    the latest sample's figures. None when no dispatcher sampled the provider lately."""
+    if not rate_limit or not rate_limit["samples"]:
+        return None
+    calls = rate_limit["calls"] or 1
+    step = BUDGET_WIDTH / (BUDGET_SPAN_SECONDS / BUDGET_STEP_SECONDS)
+    rects = []
+    for sample in rate_limit["samples"]:
+        at = datetime.fromisoformat(sample["at"]).timestamp()
+        offset = BUDGET_SPAN_SECONDS - (now - at)
+        if offset < 0:
+            continue
+        height = round(min(sample["used"] / calls, 1.0) * (BUDGET_HEIGHT - 2), 1)
+        rects.append(
+            {
+                "x": round(min(offset / BUDGET_SPAN_SECONDS * BUDGET_WIDTH, BUDGET_WIDTH - step), 1),
+                "y": round(BUDGET_HEIGHT - height, 1),
+                "width": round(max(step - 1, 1), 1),
+                "height": height,
+                "label": f"{sample['at']}: {sample['used']} of {rate_limit['calls']}",
+            }
+        )
+    latest = rate_limit["samples"][-1]
+    return {
+        "rects": rects,
+        "used": latest["used"],
+        "calls": rate_limit["calls"],
+        "per_seconds": rate_limit["per_seconds"],
+        "peak": max(sample["used"] for sample in rate_limit["samples"]),
+    }

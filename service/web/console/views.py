@@ -96,7 +96,8 @@ def logout() -> Any:
 @console.get("/")
 def overview() -> Any:
     store = _store()
-    data = store.overview(time.time())
+    now = time.time()
+    data = store.overview(now)
     config = current_runtime().config
     providers = {name: data["providers"].get(name, {}) for name in config.providers}
     providers.update({name: stats for name, stats in data["providers"].items() if name not in providers})
@@ -108,6 +109,8 @@ def overview() -> Any:
         providers=providers,
         sources={name: {**data["sources"].get(name, {}), **webhooks.get(name, {})} for name in sources},
         limits=limits,
+        budgets={name: figures.budget_bars(p.get("rate_limit"), now) for name, p in providers.items()},
+        budget_box={"width": figures.BUDGET_WIDTH, "height": figures.BUDGET_HEIGHT},
         delivered_chart=figures.bars(data["series"], "delivered"),
         failed_chart=figures.bars(data["series"], "failed"),
         box={"width": figures.CHART_WIDTH, "height": figures.CHART_HEIGHT},
