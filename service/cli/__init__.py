@@ -10,7 +10,7 @@ leadrelay try-source <name>     dry run: what a saved payload becomes through a 
 leadrelay events list|show|replay   the event log, through the admin API (replay one, or by filter)
 leadrelay demo                  send a signed sample event and follow it to the provider
 leadrelay simulator leadsquared run a provider simulator on a port
-leadrelay providers status|pause|resume|metrics   breaker state, operator pause, an async provider's metrics
+leadrelay providers status|pause|resume|metrics   breaker state, operator pause, rate-limit budget; an async provider's metrics
 """
 
 from __future__ import annotations

@@ -10,8 +10,16 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from tests.console.conftest import sign_in
-from tests.support import ADMIN_TOKEN, LSQ_ACCESS_KEY, LSQ_SECRET_KEY, admin_get, post_generic, wait_until
+from tests.console.conftest import RunningDispatcher, sign_in
+from tests.support import (
+    ADMIN_TOKEN,
+    LSQ_ACCESS_KEY,
+    LSQ_SECRET_KEY,
+    admin_get,
+    base_config,
+    post_generic,
+    wait_until,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -201,3 +209,31 @@ def test_overview_draws_the_charts_and_counts_rejections_by_reason(
     ] != []
     rejected = page.locator("tr", has=page.get_by_role("rowheader", name="generic")).locator("td").last
     expect(rejected).to_contain_text(re.compile(r"401 unauthorized: [1-9]"))
+
+
+def test_overview_shows_the_rate_limit_budget_the_running_dispatcher_sampled(
+    page: Page, make_service, lsq_sim, tmp_path
+) -> None:
+    # A minute's window: the call is still in it at the loop's next sample (5 s on).
+    service = make_service(
+        base_config(
+            tmp_path, lsq_sim.url, providers={"leadsquared": {"rate_limit": {"calls": 25, "per_seconds": 60}}}
+        )
+    )
+    running = RunningDispatcher(service)
+    try:
+        dead_letter(service, "ghost@example.com", "rl1")  # one look-up call, answered "not found"
+
+        def sampled() -> bool:
+            budget = admin_get(service.url, "/v1/overview").json()["providers"]["leadsquared"]["rate_limit"]
+            return bool(budget and budget["samples"][-1]["used"] == 1)
+
+        wait_until(sampled, timeout=15, interval=0.2, what="the dispatcher's next budget sample")
+    finally:
+        running.stop()
+    sign_in(page, service.url)
+    row = page.locator("tr", has=page.get_by_role("rowheader", name="leadsquared"))
+    expect(row).to_contain_text("1 / 25 per 60 s")
+    figure = row.get_by_role("img", name=re.compile(r"^leadsquared rate-limit budget used, last 5 minutes"))
+    heights = figure.locator("rect").evaluate_all("rs => rs.map(r => +r.getAttribute('height'))")
+    assert heights and heights[-1] > 0  # the latest bar: 1 of 25

@@ -116,6 +116,42 @@ def test_overview_counts_per_provider_and_source(service, lsq_sim) -> None:
     assert sum(point["failed"] for point in body["series"]) == 1
 
 
+def test_overview_reports_the_rate_limit_budget_the_dispatcher_used(
+    make_service, lsq_sim, tmp_path, capsys
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from service.cli import main
+    from service.web.api_schemas import OverviewSchema
+
+    # A minute's window: the calls are still in it when the sample is taken, however slow the machine.
+    raw = base_config(
+        tmp_path, lsq_sim.url, providers={"leadsquared": {"rate_limit": {"calls": 25, "per_seconds": 60}}}
+    )
+    service = make_service(raw)
+    assert admin_get(service.url, "/v1/overview").json()["providers"] == {}  # nothing sampled yet
+    seed(lsq_sim, *({"EmailAddress": f"b{n}@example.com"} for n in range(3)))
+    for n in range(3):
+        post_generic(service.url, {"lead": {"email": f"b{n}@example.com"}, "changes": {"city": "A"}}, f"b{n}")
+    service.drain()
+    made = len(requests.get(f"{lsq_sim.url}/_sim/calls", timeout=5).json()["calls"])
+    assert made == 6  # a lead-id look-up and an update per event, each with a slot of its own
+    service.dispatcher().update_gauges()  # the dispatcher loop's periodic step (every 5 s)
+
+    body = admin_get(service.url, "/v1/overview").json()
+    assert OverviewSchema().validate(body) == {}
+    budget = body["providers"]["leadsquared"]["rate_limit"]
+    assert budget["calls"] == 25 and budget["per_seconds"] == 60.0
+    assert [sample["used"] for sample in budget["samples"]] == [made]
+    assert (
+        REGISTRY.get_sample_value("leadrelay_rate_limit_used_ratio", {"provider": "leadsquared"}) == made / 25
+    )
+    config_path = str(write_config(tmp_path, raw))
+    flags = ["--url", service.url, "--token", ADMIN_TOKEN]
+    assert main(["--config", config_path, "providers", "status", "leadsquared", *flags]) == 0
+    assert capsys.readouterr().out == f"leadsquared\tclosed\trate limit {made}/25 per 60 s\t\n"
+
+
 def test_provider_controls_round_trip_and_list_filters_in_the_store(service) -> None:
     store = service.runtime.store
     assert store.provider_controls() == {}
