@@ -74,6 +74,7 @@ def main() -> int:
         )
         dispatcher = EmbeddedDispatcher(config, runtime.store)
         drain(dispatcher, runtime.store)
+        dispatcher.update_gauges()  # the periodic step: samples the rate-limit budget for the overview
         post_generic(web.url, {"lead": {"email": "lead1@example.com"}, "changes": {"city": "Paris"}}, "late1")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=ensure_chromium(), args=CHROMIUM_ARGS)

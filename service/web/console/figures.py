@@ -28,7 +28,7 @@ CHART_WIDTH = 600
 CHART_HEIGHT = 120
 # The budget chart in a provider's row: one bar per 5-second sample over the last 5 minutes.
 BUDGET_WIDTH = 300
-BUDGET_HEIGHT = 40
+BUDGET_HEIGHT = 50
 BUDGET_SPAN_SECONDS = 300.0
 BUDGET_STEP_SECONDS = 5.0
 
