@@ -50,6 +50,14 @@ def test_two_dispatchers_share_the_leadsquared_limit(broker, make_sim, kafka_con
     for proc in (first, second):
         assert proc.output().count('"message": "delivered"') > 0, proc.output()[-2000:]
 
+    # The dispatchers sampled the shared budget for the overview: every replica's calls, never over.
+    def budget() -> list[int]:
+        found = record.rate_limit_samples(0).get("leadsquared")
+        return [sample["used"] for sample in found["samples"]] if found else []
+
+    wait_until(lambda: max(budget(), default=0) > 0, timeout=15, interval=0.2, what="a budget sample")
+    assert max(budget()) <= 25
+
 
 def test_kill9_one_dispatcher_mid_run_delivers_everything_once(
     broker, make_sim, kafka_config, spawn, record
