@@ -9,8 +9,9 @@ event, sent on a fixed schedule by one client. The LeadSquared simulator (in thi
 stamps each call as it arrives; latency is that stamp minus the moment the webhook was sent.
 
 - embedded: SQLite queue, the embedded dispatcher.
-- distributed: webhook -> command topic (Tansu broker, memory) -> `kafka-dispatch` (Redis
-  for dedup, ledger and limiter: REDIS_URL or a private server) -> provider.
+- distributed: webhook -> command topic (Tansu broker, memory) -> `kafka-dispatch`
+  (PostgreSQL as the record: DATABASE_URL or a private server, a scratch database; Redis as
+  the limiter: REDIS_URL or a private server) -> provider.
 
 Prints the latency lines first (p50 / p99 / max per mode), then the run's details.
 """
@@ -121,15 +122,18 @@ def run_embedded(
 def run_distributed(workdir: Path, sim: ServedApp, sim_app: Any, args: argparse.Namespace) -> dict[str, Any]:
     from tests.kafka.conftest import TansuBroker
     from tests.support import shared_redis_url
+    from tests.support_postgres import ScratchDatabase, postgres_server
 
     broker = TansuBroker(workdir / "broker.log").start()
     redis_url, private_redis = shared_redis_url()
+    pg_server, private_pg = postgres_server()
+    database = ScratchDatabase(pg_server)
     try:
         config = serve_config(
             workdir, sim.url, 2, 4,
             mode="distributed",
+            database={"url": database.url},
             redis={"url": redis_url, "key_prefix": f"bench-latency:{uuid.uuid4().hex[:8]}:"},
-            dedup={"backend": "redis"},
             providers={"leadsquared": {"rate_limit": LSQ_LIMIT}},
             kafka={
                 "bootstrap_servers": [broker.bootstrap],
@@ -146,6 +150,9 @@ def run_distributed(workdir: Path, sim: ServedApp, sim_app: Any, args: argparse.
         broker.stop()
         if private_redis:
             private_redis.stop()
+        database.drop()
+        if private_pg:
+            private_pg.stop()
 
 
 def main() -> None:

@@ -51,6 +51,7 @@ class Group:
     next_at: float = 0.0
     running: bool = False
     dropped: bool = False
+    lead_released: bool = False  # the outcome transaction gave the lead claim back
 
     def open_items(self) -> list[Item]:
         return [i for i in self.items if self.provider in i.unresolved and not i.excluded]

@@ -78,6 +78,7 @@ def make_consumer(config: Config, group_id: str, **overrides: Any) -> KafkaConsu
         "session_timeout_ms": consumer["session_timeout_ms"],
         "heartbeat_interval_ms": consumer["heartbeat_interval_ms"],
         "request_timeout_ms": max(consumer["request_timeout_ms"], consumer["session_timeout_ms"] + 1000),
+        "fetch_max_wait_ms": consumer["fetch_max_wait_ms"],
         "reconnect_backoff_max_ms": 1000,
         **overrides,
     }

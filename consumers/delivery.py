@@ -27,7 +27,7 @@ from service.domain.state import Delivery, DeliveryGroup, StateUnavailable
 from service.logs import command_id_var
 from service.pipeline.delivery_core import Decision, DeliveryCore
 from service.state import SqlStateStore
-from service.state.dispatch_ledger import BUSY, DONE, ORPHAN, UNRECORDED
+from service.state.dispatch_ledger import BUSY, DONE, ORPHAN, UNRECORDED, LedgerClaim
 
 log = logging.getLogger("leadrelay.kafka.dispatcher")
 
@@ -66,29 +66,40 @@ class GroupRunner:
             if lead in self._held:  # a sibling group of this lead runs on another worker
                 return BUSY_RETRY_SECONDS
             self._held.add(lead)
+        group.lead_released = False
         try:
+            items = group.open_items()
+            ids = [item.command.command_id for item in items if item.command is not None]
             try:
-                if not self.ledger.claim_lead(group.provider, group.lead_key, self.owner, self.owner_ttl):
-                    return BUSY_RETRY_SECONDS  # another dispatcher has this lead now
+                # Lead claim, ledger claims and field versions: one transaction.
+                found = self.ledger.claim_group(
+                    group.provider, group.lead_key, ids, self.owner, group.kind, time.time(), self.owner_ttl
+                )
             except StateUnavailable as exc:
-                log.warning("lead claim unavailable; will retry: %s", exc, extra={"provider": group.provider})
+                log.warning("claims unavailable; will retry: %s", exc, extra={"provider": group.provider})
                 return STATE_RETRY_SECONDS
+            if found is None:
+                return BUSY_RETRY_SECONDS  # another dispatcher has this lead now
             try:
-                return self._run_claimed(group)
+                return self._run_claimed(group, items, *found)
             finally:
-                try:
-                    self.ledger.release_lead(group.provider, group.lead_key, self.owner)
-                except StateUnavailable:
-                    pass  # it lapses after the owner TTL (the heartbeat renews only held leads)
+                if not group.lead_released:  # the outcome transaction did not release it
+                    try:
+                        self.ledger.release_lead(group.provider, group.lead_key, self.owner)
+                    except StateUnavailable:
+                        pass  # it lapses after the owner TTL (the heartbeat renews only held leads)
         finally:
             with self._held_lock:
                 self._held.discard(lead)
 
-    def _run_claimed(self, group: Group) -> float | None:
-        items = group.open_items()
+    def _run_claimed(
+        self, group: Group, items: list[Item], claims: list[LedgerClaim], applied: dict[str, str]
+    ) -> float | None:
         try:
-            claimed, resolved, busy = self._claim(group, items)
-            applied = self.ledger.applied_versions(group.lead_key, group.provider) if claimed else {}
+            claimed, resolved, busy, confirmed = self._sort_claims(group, items, claims)
+            if confirmed and claimed:
+                # A read-back recorded a delivery and its field versions: read them again.
+                applied = self.ledger.applied_versions(group.lead_key, group.provider)
         except StateUnavailable as exc:
             log.warning("ledger unavailable; will retry: %s", exc, extra={"provider": group.provider})
             return STATE_RETRY_SECONDS
@@ -98,15 +109,15 @@ class GroupRunner:
             return BUSY_RETRY_SECONDS if busy else None
         return self._deliver(group, claimed, busy, applied)
 
-    def _claim(self, group: Group, items: list[Item]) -> tuple[list[tuple[Item, Delivery]], list[Item], bool]:
-        """-> (claimed deliveries, items with nothing left to do, whether one was busy)."""
+    def _sort_claims(
+        self, group: Group, items: list[Item], claims: list[LedgerClaim]
+    ) -> tuple[list[tuple[Item, Delivery]], list[Item], bool, bool]:
+        """-> (claimed deliveries, items with nothing left to do, whether one was busy, whether
+        a read-back recorded a delivery)."""
         claimed: list[tuple[Item, Delivery]] = []
         resolved: list[Item] = []
-        ids = [item.command.command_id for item in items if item.command is not None]
-        now = time.time()
-        claims = self.ledger.claim_deliveries(
-            ids, group.provider, self.owner, group.kind, now, stale_before=now - self.owner_ttl
-        )
+        confirmed = False
+        items = [item for item in items if item.command is not None]
         for index, (item, claim) in enumerate(zip(items, claims, strict=True)):
             assert item.command is not None
             if claim.verdict == DONE:
@@ -126,18 +137,19 @@ class GroupRunner:
             if claim.verdict == BUSY:
                 # Keep order: nothing after a busy one; give back what we took after it.
                 self._give_back(group, self._later(group, items, claims, index))
-                return claimed, resolved, True
+                return claimed, resolved, True, confirmed
             if claim.verdict in (ORPHAN, UNRECORDED) and group.kind == "deliver":
                 applied_already = self._confirmed_applied(group, delivery, claim.verdict)
                 if applied_already is None:
                     # Ask again later; keep order: give back what we took after it.
                     self._give_back(group, self._later(group, items, claims, index))
-                    return claimed, resolved, True
+                    return claimed, resolved, True, confirmed
                 if applied_already:
+                    confirmed = True
                     resolved.append(item)
                     continue
             claimed.append((item, delivery))
-        return claimed, resolved, False
+        return claimed, resolved, False, confirmed
 
     @staticmethod
     def _later(group: Group, items: list[Item], claims: list, index: int) -> list[Delivery]:
@@ -243,17 +255,21 @@ class GroupRunner:
             )
             return max(0.001, wait)
         if decision.status == "delivered":
-            # The whole coalesced call and the lead's field versions: one transaction.
-            self.ledger.record(
-                DeliveryGroup(provider, group.lead_key, [d for _, d in claimed]),
-                "delivered",
-                now=now,
-                error=decision.error,
-                stage=decision.stage,
-                response=decision.response,
-                count_attempt=decision.count_attempt,
-                field_versions=decision.field_versions,
-            )
+            # The whole coalesced call, the lead's field versions and the lead's release: one
+            # transaction (nothing durable is left to write for a delivered group).
+            with self.ledger.transaction():
+                self.ledger.record(
+                    DeliveryGroup(provider, group.lead_key, [d for _, d in claimed]),
+                    "delivered",
+                    now=now,
+                    error=decision.error,
+                    stage=decision.stage,
+                    response=decision.response,
+                    count_attempt=decision.count_attempt,
+                    field_versions=decision.field_versions,
+                )
+                self.ledger.release_lead(provider, group.lead_key, self.owner)
+            group.lead_released = True
         for item, delivery in claimed:
             command_id = delivery.command.command_id
             token = command_id_var.set(command_id)

@@ -176,6 +176,9 @@ class KafkaConsumerSchema(_Strict):
     heartbeat_interval_ms = fields.Integer(load_default=2000, validate=validate.Range(min=100))
     request_timeout_ms = fields.Integer(load_default=30000, validate=validate.Range(min=1000))
     poll_timeout_ms = fields.Integer(load_default=500, validate=validate.Range(min=0))
+    # The broker holds an empty fetch at most this long; measured on Tansu, a long-poll was
+    # answered ~70 ms after the produce at the client default of 500 (issue 11's latency).
+    fetch_max_wait_ms = fields.Integer(load_default=50, validate=validate.Range(min=0, max=5000))
 
 
 class KafkaSourceSchema(_Strict):

@@ -114,6 +114,28 @@ class DispatchLedgerMixin:
         )
         return LedgerClaim(CLAIMED)
 
+    def claim_group(
+        self,
+        provider: str,
+        lead_key: str,
+        command_ids: list[str],
+        owner: str,
+        kind: str,
+        now: float,
+        ttl_seconds: float,
+    ) -> tuple[list[LedgerClaim], dict[str, str]] | None:
+        """The lead claim, the (command, provider) claims and the lead's applied field versions in
+        one transaction (one commit instead of three). None: another owner holds the lead, and
+        nothing was claimed."""
+        with self.transaction():
+            if not self.claim_lead(provider, lead_key, owner, ttl_seconds):  # type: ignore[attr-defined]
+                return None
+            claims = self.claim_deliveries(
+                command_ids, provider, owner, kind, now, stale_before=now - ttl_seconds
+            )
+            applied = self.applied_versions(lead_key, provider) if claims else {}  # type: ignore[attr-defined]
+        return claims, applied
+
     def renew_owner(self, owner: str, leads: list[tuple[str, str]], now: float, ttl_seconds: float) -> None:
         """The owner's heartbeat: its in-flight claims stay its own, and the lead claims it holds
         (`leads`: (provider account, lead key)) do not lapse while it is alive."""

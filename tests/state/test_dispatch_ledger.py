@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+from service.domain.state import Delivery, DeliveryGroup
 from service.state import SqlStateStore
 from service.state.dispatch_ledger import BUSY, CLAIMED, DONE, ORPHAN, UNRECORDED
 from tests.state.conftest import StoreSpec, make_command
@@ -83,3 +84,33 @@ def test_a_lead_claim_is_held_by_one_owner_renewed_by_its_heartbeat(store: SqlSt
     assert not store.claim_lead("leadsquared", "email:a@example.com", "b", 0.5)
     store.forget_owner("a")
     assert store.claim_lead("leadsquared", "email:a@example.com", "b", 0.5)
+
+
+def test_claim_group_takes_lead_deliveries_and_versions_together_or_nothing(store: SqlStateStore) -> None:
+    first, second = make_command(1, lead_id="L1"), make_command(2, lead_id="L1")
+    store.register([(first, 1.0), (second, 2.0)])
+    now = time.time()
+    found = store.claim_group("leadsquared", first.lead_key, [first.command_id], "a", "deliver", now, TTL)
+    assert found is not None
+    claims, applied = found
+    assert [c.verdict for c in claims] == [CLAIMED] and applied == {}
+    # Another owner finds the lead held: it claims nothing, not even a delivery.
+    ids = [second.command_id]
+    assert store.claim_group("leadsquared", first.lead_key, ids, "b", "deliver", now, TTL) is None
+    assert verdicts(store, ids, "c", now) == [CLAIMED]  # b's attempt left the row pending
+    store.renew_owner("c", [], now, TTL)
+    # The outcome and the lead's release in one transaction; the next claim reads the versions.
+    with store.transaction():
+        delivery = Delivery(command=first, provider="leadsquared", seq=1, attempts=0)
+        store.record(
+            DeliveryGroup("leadsquared", first.lead_key, [delivery]),
+            "delivered",
+            now=now,
+            field_versions={"city": "2026-11-22T10:00:00+00:00"},
+        )
+        store.release_lead("leadsquared", first.lead_key, "a")
+    found = store.claim_group("leadsquared", first.lead_key, ids, "b", "deliver", now, TTL)
+    assert found is not None
+    claims, applied = found
+    assert [c.verdict for c in claims] == [BUSY]  # c holds it, alive
+    assert applied == {"city": "2026-11-22T10:00:00+00:00"}
