@@ -59,9 +59,16 @@ class GroupRunner:
         with self._held_lock:
             return sorted(self._held)
 
+    def lead_scope(self, provider: str) -> str:
+        """What a lead claim is held on: the provider's account (two provider entries with one
+        set of credentials, LeadSquared sync and async, update the same CRM record)."""
+        handler = self.core.handlers.get(provider)
+        return handler.account if handler is not None else provider
+
     def run_group(self, group: Group) -> float | None:
         """Deliver what is open in `group`; None when done, else seconds until it runs again."""
-        lead = (group.provider, group.lead_key)
+        scope = self.lead_scope(group.provider)
+        lead = (scope, group.lead_key)
         with self._held_lock:
             if lead in self._held:  # a sibling group of this lead runs on another worker
                 return BUSY_RETRY_SECONDS
@@ -73,7 +80,14 @@ class GroupRunner:
             try:
                 # Lead claim, ledger claims and field versions: one transaction.
                 found = self.ledger.claim_group(
-                    group.provider, group.lead_key, ids, self.owner, group.kind, time.time(), self.owner_ttl
+                    group.provider,
+                    group.lead_key,
+                    ids,
+                    self.owner,
+                    group.kind,
+                    time.time(),
+                    self.owner_ttl,
+                    lead_scope=scope,
                 )
             except StateUnavailable as exc:
                 log.warning("claims unavailable; will retry: %s", exc, extra={"provider": group.provider})
@@ -85,7 +99,7 @@ class GroupRunner:
             finally:
                 if not group.lead_released:  # the outcome transaction did not release it
                     try:
-                        self.ledger.release_lead(group.provider, group.lead_key, self.owner)
+                        self.ledger.release_lead(scope, group.lead_key, self.owner)
                     except StateUnavailable:
                         pass  # it lapses after the owner TTL (the heartbeat renews only held leads)
         finally:
@@ -268,7 +282,7 @@ class GroupRunner:
                     count_attempt=decision.count_attempt,
                     field_versions=decision.field_versions,
                 )
-                self.ledger.release_lead(provider, group.lead_key, self.owner)
+                self.ledger.release_lead(self.lead_scope(provider), group.lead_key, self.owner)
             group.lead_released = True
         for item, delivery in claimed:
             command_id = delivery.command.command_id

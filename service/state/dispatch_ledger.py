@@ -123,12 +123,14 @@ class DispatchLedgerMixin:
         kind: str,
         now: float,
         ttl_seconds: float,
+        lead_scope: str | None = None,
     ) -> tuple[list[LedgerClaim], dict[str, str]] | None:
         """The lead claim, the (command, provider) claims and the lead's applied field versions in
         one transaction (one commit instead of three). None: another owner holds the lead, and
-        nothing was claimed."""
+        nothing was claimed. `lead_scope`: what the lead claim is held on (the provider's
+        account, so entries sharing credentials are serialised together); default `provider`."""
         with self.transaction():
-            if not self.claim_lead(provider, lead_key, owner, ttl_seconds):  # type: ignore[attr-defined]
+            if not self.claim_lead(lead_scope or provider, lead_key, owner, ttl_seconds):  # type: ignore[attr-defined]
                 return None
             claims = self.claim_deliveries(
                 command_ids, provider, owner, kind, now, stale_before=now - ttl_seconds

@@ -114,3 +114,28 @@ def test_claim_group_takes_lead_deliveries_and_versions_together_or_nothing(stor
     claims, applied = found
     assert [c.verdict for c in claims] == [BUSY]  # c holds it, alive
     assert applied == {"city": "2026-11-22T10:00:00+00:00"}
+
+
+def test_a_lead_claim_on_an_account_serialises_the_providers_that_share_it(store: SqlStateStore) -> None:
+    """LeadSquared sync and async with one set of keys update the same CRM record: a group of
+    one holds the lead for the other too when both claim on the account."""
+    command = make_command(3, lead_id="L3")
+    store.register([(command, 1.0)])
+    now = time.time()
+    ids = [command.command_id]
+    held = store.claim_group(
+        "leadsquared", command.lead_key, ids, "a", "deliver", now, TTL, lead_scope="acct-1"
+    )
+    assert held is not None
+    other = store.claim_group(
+        "lsq_async", command.lead_key, ids, "b", "deliver", now, TTL, lead_scope="acct-1"
+    )
+    assert other is None  # same account, same lead: it waits
+    elsewhere = store.claim_group(
+        "octanist", command.lead_key, ids, "b", "deliver", now, TTL, lead_scope="acct-2"
+    )
+    assert elsewhere is not None  # another account is not held up
+    store.release_lead("acct-1", command.lead_key, "a")
+    assert store.claim_group(
+        "lsq_async", command.lead_key, ids, "b", "deliver", now, TTL, lead_scope="acct-1"
+    )
