@@ -41,24 +41,7 @@ class DispatchLedgerMixin:
         command already on record (the web wrote it, or an earlier read) is left as it is."""
         with self.transaction() as db:
             for command, received_at in commands:
-                lead = command.lead
-                row = db.execute(
-                    "INSERT INTO commands (command_id, lead_key, source, event_type, occurred_at, received_at,"
-                    " body, lead_id, lead_email, lead_phone) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (command_id) DO NOTHING RETURNING seq",
-                    (
-                        command.command_id, command.lead_key, command.source, command.event_type,
-                        command.occurred_at.isoformat(), received_at, command.to_json(),
-                        lead.id, lead.email, lead.phone,
-                    ),
-                ).fetchone()  # fmt: skip
-                if row is None:
-                    continue
-                self._add_deliveries(db, row["seq"], command, command.providers, received_at)  # type: ignore[attr-defined]
-                db.execute(
-                    "INSERT INTO history (command_id, provider, at, status, detail) VALUES (?, NULL, ?, 'received', ?)",
-                    (command.command_id, received_at, command.source),
-                )
+                self._queue(db, command, received_at)  # type: ignore[attr-defined]
 
     def claim_deliveries(
         self, command_ids: list[str], provider: str, owner: str, kind: str, now: float, stale_before: float

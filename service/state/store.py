@@ -63,35 +63,42 @@ class SqlStateStore(
         """Durably queue the command with one pending delivery per provider; False when it was
         still on record (its dedup key expired before retention removed it, e.g. a dead letter
         kept 30 days re-sent after the 7-day window): counted as a duplicate, not queued again."""
-        now = time.time()
-        lead = command.lead
         with self.transaction() as db:
-            row = db.execute(
-                "INSERT INTO commands (command_id, lead_key, source, event_type, occurred_at, received_at, body,"
-                " lead_id, lead_email, lead_phone) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (command_id) DO NOTHING RETURNING seq",
-                (
-                    command.command_id,
-                    command.lead_key,
-                    command.source,
-                    command.event_type,
-                    command.occurred_at.isoformat(),
-                    now,
-                    command.to_json(),
-                    lead.id,
-                    lead.email,
-                    lead.phone,
-                ),
-            ).fetchone()
-            if row is None:
-                self.note_duplicate(command.command_id)
-                return False
-            self._add_deliveries(db, row["seq"], command, command.providers, now)
-            db.execute(
-                "INSERT INTO history (command_id, provider, at, status, detail) VALUES (?, NULL, ?, 'received', ?)",
-                (command.command_id, now, command.source),
-            )
+            if self._queue(db, command, time.time()):
+                return True
+            self.note_duplicate(command.command_id)
+            return False
+
+    def _queue(self, db: Session, command: LeadUpdateCommand, received_at: float) -> bool:
+        """The command, a pending delivery per provider and its 'received' history row; False
+        (nothing written) when the command is already on record."""
+        seq = self._insert_command(db, command, received_at)
+        if seq is None:
+            return False
+        self._add_deliveries(db, seq, command, command.providers, received_at)
+        db.execute(
+            "INSERT INTO history (command_id, provider, at, status, detail) VALUES (?, NULL, ?, 'received', ?)",
+            (command.command_id, received_at, command.source),
+        )
         return True
+
+    @staticmethod
+    def _insert_command(
+        db: Session, command: LeadUpdateCommand, received_at: float, duplicate_of: str | None = None
+    ) -> int | None:
+        """The command's row (its queue position), or None when it is already on record."""
+        lead = command.lead
+        row = db.execute(
+            "INSERT INTO commands (command_id, lead_key, source, event_type, occurred_at, received_at, body,"
+            " lead_id, lead_email, lead_phone, duplicate_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (command_id) DO NOTHING RETURNING seq",
+            (
+                command.command_id, command.lead_key, command.source, command.event_type,
+                command.occurred_at.isoformat(), received_at, command.to_json(),
+                lead.id, lead.email, lead.phone, duplicate_of,
+            ),
+        ).fetchone()  # fmt: skip
+        return None if row is None else int(row["seq"])
 
     @staticmethod
     def _add_deliveries(
@@ -113,31 +120,13 @@ class SqlStateStore(
         """A double submit in the event log: the command, `duplicate_of`, and one row per
         routed provider in status `duplicate` (never claimed, so never delivered)."""
         now = time.time()
-        lead = command.lead
         note = duplicate_note(duplicate_of)
         with self.transaction() as db:
-            row = db.execute(
-                "INSERT INTO commands (command_id, lead_key, source, event_type, occurred_at, received_at, body,"
-                " lead_id, lead_email, lead_phone, duplicate_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (command_id) DO NOTHING RETURNING seq",
-                (
-                    command.command_id,
-                    command.lead_key,
-                    command.source,
-                    command.event_type,
-                    command.occurred_at.isoformat(),
-                    now,
-                    command.to_json(),
-                    lead.id,
-                    lead.email,
-                    lead.phone,
-                    duplicate_of,
-                ),
-            ).fetchone()
-            if row is None:
+            seq = self._insert_command(db, command, now, duplicate_of)
+            if seq is None:
                 return
             rows = [
-                (command.command_id, provider, row["seq"], command.lead_key, now, now, note)
+                (command.command_id, provider, seq, command.lead_key, now, now, note)
                 for provider in command.providers
             ]
             if rows:
