@@ -79,8 +79,18 @@ class Engine(Protocol):
 
 
 class _Nesting(threading.local):
+    """The thread's open transaction: a nested `transaction()` joins it (one commit)."""
+
     session: Session | None = None
     depth: int = 0
+
+    @contextmanager
+    def join(self) -> Iterator[Session]:
+        self.depth += 1
+        try:
+            yield self.session  # type: ignore[misc]
+        finally:
+            self.depth -= 1
 
 
 class SQLiteEngine:
@@ -120,11 +130,8 @@ class SQLiteEngine:
     def transaction(self) -> Iterator[Session]:
         """A write transaction; nested calls join the outer one (one commit, one fsync)."""
         if self._nesting.depth:
-            self._nesting.depth += 1
-            try:
-                yield self._nesting.session  # type: ignore[misc]
-            finally:
-                self._nesting.depth -= 1
+            with self._nesting.join() as session:
+                yield session
             return
         try:
             db = self._connection()
@@ -243,11 +250,8 @@ class PostgresEngine:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         if self._nesting.depth:
-            self._nesting.depth += 1
-            try:
-                yield self._nesting.session  # type: ignore[misc]
-            finally:
-                self._nesting.depth -= 1
+            with self._nesting.join() as session:
+                yield session
             return
         try:
             # BEGIN goes out with the first statement; COMMIT and ROLLBACK are explicit, so every
