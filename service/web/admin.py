@@ -52,12 +52,16 @@ def list_events() -> Any:
 @admin.post("/events/replay")
 def replay_matching() -> Any:
     """Bulk replay of the dead letters a filter matches; `dry_run` only counts them."""
-    body = request.get_json(silent=True) if request.content_length else {}
+    # The body was read before the view (a chunked one has no Content-Length): empty means no filter.
+    body = request.get_json(silent=True) if request.get_data(cache=True) else {}
     if not isinstance(body, dict):
         return error_response(400, "VALIDATION_ERROR", "the body must be a JSON object")
     arguments = {**request.args.to_dict(), **{k: str(v) for k, v in body.items() if v is not None}}
     event_filter, errors = parse_event_filter(arguments)
-    dry_run = str(arguments.get("dry_run", "false")).lower() in ("1", "true", "yes")
+    flag = body.get("dry_run", request.args.get("dry_run", False))
+    dry_run = flag if isinstance(flag, bool) else str(flag).lower() in ("1", "true", "yes")
+    if not isinstance(flag, bool) and str(flag).lower() not in ("1", "true", "yes", "0", "false", "no", ""):
+        errors["dry_run"] = ["must be true or false"]  # never guess "for real" from a nonsense value
     if errors:
         return error_response(400, "VALIDATION_ERROR", "bad filter", errors)
     store = _runtime().store

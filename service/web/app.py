@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from flask import Flask, g, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from service import metrics
@@ -15,13 +16,15 @@ from service.domain.state import StateUnavailable
 from service.logs import configure_logging, request_id_var
 from service.pipeline.ingest import QueueUnavailable
 from service.runtime import Runtime, build_runtime
+from service.sources.base import BodyUnreadable
+from service.sources.json_body import decode_json
 from service.web.admin import admin
 from service.web.console.views import console  # from views: the blueprint with its pages on it
 from service.web.health import health
 from service.web.openapi import openapi
 from service.web.providers import providers_api
 from service.web.sources_admin import sources_admin
-from service.web.webhooks import error_response, webhooks
+from service.web.webhooks import error_response, read_body, webhooks
 
 log = logging.getLogger("leadrelay.app")
 
@@ -36,12 +39,21 @@ HTTP_CODES = {
 }
 
 
+class GuardedJSONProvider(DefaultJSONProvider):
+    """Every JSON request body (admin API, dry runs) decodes through the senders' guarded decoder:
+    a document nested absurdly deep is a 400, never a RecursionError (a 5xx)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return decode_json(s)
+
+
 def create_app(config: Config | None = None, runtime: Runtime | None = None) -> Flask:
     config = config or load_config()
     if runtime is None:
         configure_logging(config["logging"]["level"], config["logging"]["json"])
         runtime = build_runtime(config)
     app = Flask("leadrelay")
+    app.json = GuardedJSONProvider(app)
     app.config["LEADRELAY"] = config.data
     app.config["MAX_CONTENT_LENGTH"] = config["server"]["max_body_bytes"]
     app.extensions["leadrelay"] = runtime
@@ -58,6 +70,20 @@ def create_app(config: Config | None = None, runtime: Runtime | None = None) -> 
         rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         g.request_id = rid[:64]
         request_id_var.set(g.request_id)
+
+    @app.before_request
+    def read_the_body() -> Any:
+        """Every body is read (and cached) before a view runs, so one that cannot be read
+        (malformed chunked framing) is a 400 on every route, and a chunked body without a
+        Content-Length is still seen by the views."""
+        # Webhooks read theirs inside the route, which counts what it refuses per sender.
+        if request.method in ("POST", "PUT", "PATCH") and request.blueprint != "webhooks":
+            try:
+                read_body()
+            except BodyUnreadable as exc:
+                log.info("request body unreadable", extra={"detail": exc.log_detail})
+                return error_response(exc.status, exc.code, exc.message)
+        return None
 
     @app.after_request
     def echo_request_id(response: Any) -> Any:
