@@ -15,33 +15,26 @@ class DedupKeysMixin:
 
     def claim(self, key: str, pending_seconds: int) -> Claim:
         """Claim before, confirm after: a pending claim expires, so a crash between claim and
-        confirm lets the sender's retry in rather than losing it as a "duplicate". One
-        conditional upsert, atomic in both engines (PostgreSQL waits on the row's lock)."""
-        now = time.time()
-        with self.transaction() as db:
-            taken = db.execute(
-                "INSERT INTO dedup (key, state, expires_at) VALUES (?, 'pending', ?)"
-                " ON CONFLICT (key) DO UPDATE SET state = 'pending', expires_at = excluded.expires_at"
-                " WHERE dedup.expires_at <= ? RETURNING key",
-                (key, now + pending_seconds, now),
-            ).fetchone()
-            if taken is not None:
-                return Claim.CLAIMED
-            row = db.execute("SELECT state FROM dedup WHERE key = ?", (key,)).fetchone()
-        return Claim.DUPLICATE if row is not None and row["state"] == "done" else Claim.IN_PROGRESS
+        confirm lets the sender's retry in rather than losing it as a "duplicate"."""
+        return self._take(key, "pending", pending_seconds)
 
     def claim_confirmed(self, key: str, window_seconds: int) -> Claim:
         """`claim` and `confirm` in one statement, for a caller whose claim, queue write and
         confirmation commit in one transaction (`Ingestor` with `commit_together`): nobody can
         see the pending state between them there, so it is not written. Rolled back with the
         rest of the transaction if the command is not queued."""
+        return self._take(key, "done", window_seconds)
+
+    def _take(self, key: str, state: str, seconds: int) -> Claim:
+        """Write `key` in `state` unless a live one is there: one conditional upsert, atomic in
+        both engines (PostgreSQL waits on the row's lock)."""
         now = time.time()
         with self.transaction() as db:
             taken = db.execute(
-                "INSERT INTO dedup (key, state, expires_at) VALUES (?, 'done', ?)"
-                " ON CONFLICT (key) DO UPDATE SET state = 'done', expires_at = excluded.expires_at"
+                "INSERT INTO dedup (key, state, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at"
                 " WHERE dedup.expires_at <= ? RETURNING key",
-                (key, now + window_seconds, now),
+                (key, state, now + seconds, now),
             ).fetchone()
             if taken is not None:
                 return Claim.CLAIMED
