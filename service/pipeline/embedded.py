@@ -198,7 +198,9 @@ class EmbeddedDispatcher:
             "dispatcher started",
             extra={"concurrency": self.concurrency, "woken_on_enqueue": self.waiter.listening},
         )
-        unconfirmed = self.recover()
+        # None until the start-up recovery (every in-flight row) has run: it is retried like any
+        # tick when the database is away at start, instead of ending the dispatcher.
+        unconfirmed: list[DeliveryGroup] | None = None
         last_recover = time.monotonic()
         last_gauges = 0.0
         last_provider_metrics = 0.0
@@ -209,7 +211,10 @@ class EmbeddedDispatcher:
             metrics.heartbeat()  # liveness: /healthz on the metrics port fails if this stops
             tick_started = time.monotonic()
             try:
-                if unconfirmed and time.monotonic() - last_recover > CONFIRM_RETRY_SECONDS:
+                if unconfirmed is None:
+                    unconfirmed = self.recover()
+                    last_recover = time.monotonic()
+                elif unconfirmed and time.monotonic() - last_recover > CONFIRM_RETRY_SECONDS:
                     unconfirmed = self.recover(unconfirmed)  # rate limited before: ask again
                     last_recover = time.monotonic()
                 started = self.tick()

@@ -125,3 +125,46 @@ def test_the_embedded_dispatcher_waits_out_a_database_outage(
     finally:
         _set_connections(database, allowed=True)
         database.drop()
+
+
+@pytest.mark.slow
+def test_the_embedded_dispatcher_starts_while_the_database_refuses(
+    make_service: Any, tmp_path: Path, postgres_database: ScratchDatabase, lsq_sim: Any, caplog: Any
+) -> None:
+    """The start-up recovery meets the outage: the dispatcher waits for the database, then delivers."""
+    database = ScratchDatabase(postgres_database.server_conninfo)
+    try:
+        raw = base_config(
+            tmp_path,
+            lsq_sim.url,
+            database={
+                "url": database.url,
+                "pool_size": 2,
+                "connect_timeout_seconds": 1,
+                "statement_timeout_ms": 1000,
+            },
+        )
+        service = make_service(raw)
+        requests.post(f"{lsq_sim.url}/_sim/leads", json=[{"EmailAddress": "start@example.com"}], timeout=5)
+        assert (
+            post_generic(service.url, canonical_event(email="start@example.com"), "msg_start").status_code
+            == 202
+        )
+        _set_connections(database, allowed=False)
+        with ThreadedDispatcher(service.dispatcher()) as running:
+            wait_until(
+                lambda: caplog.text.count("state store unavailable") >= 2, timeout=30, what="the outage seen"
+            )
+            assert running.thread.is_alive()
+            _set_connections(database, allowed=True)
+            wait_until(
+                lambda: (
+                    admin_get(service.url, "/v1/events/generic:msg_start").json()["status"] == "delivered"
+                ),
+                timeout=30,
+                what="delivery once the database is back",
+            )
+            assert running.thread.is_alive()
+    finally:
+        _set_connections(database, allowed=True)
+        database.drop()
