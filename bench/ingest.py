@@ -7,7 +7,7 @@ Load: wrk (8 connections) replaying pre-signed, unique generic events (see bench
 without wrk, one Python process per connection). Three servers, one after the other, on
 127.0.0.1, each warmed up then measured for `--duration` seconds:
 
-  (a) bare Flask: a handler that only answers 202 (2 workers x 4 threads, gunicorn_conf.py);
+  (a) bare Flask: a handler that only answers 202 (2 workers x 4 threads, service/web/gunicorn_conf.py);
   (b) `leadrelay serve`, ingest only: the provider disabled, so the dispatcher delivers
       nothing (deliveries wait, as they do for a disabled provider);
   (c) `leadrelay serve` with the dispatcher delivering to the LeadSquared simulator while the

@@ -61,7 +61,7 @@ class Server:
 def start_bare_flask(workdir: Path, workers: int, threads: int) -> Server:
     (workdir / "bare_app.py").write_text(BARE_APP)
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn_conf.py"),
+    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "web" / "gunicorn_conf.py"),
                "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
                "bare_app:create_app()"]  # fmt: skip
     # Both servers keep gunicorn's default access log (JSON lines, to their log file).

@@ -3,7 +3,7 @@ provider controls, lead claims and rate-limit samples, with the data classes tha
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -100,6 +100,7 @@ class StateStore(Protocol):
         max_groups: int = ...,
         per_group: int | None = None,
         owner: str | None = None,
+        providers: Collection[str] | None = None,
     ) -> list[DeliveryGroup]: ...
 
     def orphaned_in_flight(self) -> list[DeliveryGroup]: ...

@@ -79,6 +79,26 @@ class DeliveryCore:
             return int(configured["calls"]), float(configured["per_seconds"])
         return handler.default_rate_limit
 
+    def ready_providers(self) -> dict[str, int | None]:
+        """The providers a call could go to now, each with its free rate-limit slots (None: no
+        limit). Left out: a provider that is not configured, disabled or has a configuration
+        problem, and one whose limit is used up. The embedded dispatcher claims only these, so
+        a backlog it cannot send yet costs no claim and no write; the others are looked at on
+        a slow recheck (`deliver` then records why they wait)."""
+        ready: dict[str, int | None] = {}
+        for name, handler in self.handlers.items():
+            if handler.configuration_problem():
+                continue
+            limit = self.rate_limit(handler)
+            if limit is None:
+                ready[name] = None
+                continue
+            calls, per_seconds = limit
+            free = calls - self.limiter.usage(handler.account, per_seconds)
+            if free > 0:
+                ready[name] = free
+        return ready
+
     def rate_limit_usage(self) -> list[RateLimitUsage]:
         """The budget used now by every rate-limited provider that can deliver, as its limiter
         counts it (shared through Redis: every dispatcher's calls on the account)."""

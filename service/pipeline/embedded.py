@@ -25,6 +25,9 @@ CONFIRM_RETRY_SECONDS = 1.0  # a read-back that could not run (rate limited) is 
 WAKE_REST_FACTOR = 10.0
 # Ticks caused by wake-ups are at least this far apart (at most 40 passes a second under load).
 WAKE_MIN_GAP_SECONDS = 0.025
+# Deliveries of providers that cannot take a call (not configured, limit used up) are claimed
+# this often, so each records why it waits (the delivery core's decision).
+RECHECK_SECONDS = 1.0
 
 
 class EmbeddedDispatcher:
@@ -43,6 +46,7 @@ class EmbeddedDispatcher:
         self._busy: set[tuple[str, str]] = set()
         self._busy_lock = threading.Lock()
         self._futures: set[Future[None]] = set()
+        self._last_recheck = float("-inf")  # the first tick looks at every provider
         # Woken by the web workers after each enqueue, and by a delivery finishing (a free slot).
         self.waiter = Waiter(wakeup_address(config["storage"]["path"]))
         self.budget = BudgetSampler(self.core, store)  # the console's rate-limit budget
@@ -159,6 +163,7 @@ class EmbeddedDispatcher:
             return 0
         now = time.time()
         started = 0
+        providers, max_groups = self._claimable(free, time.monotonic())
         for polling, groups in (
             (True, self.store.polling_deliveries(now, free)),
             (
@@ -167,8 +172,9 @@ class EmbeddedDispatcher:
                     now,
                     int(self.settings["batch_size"]),
                     skip=busy,
-                    max_groups=free * 2,
+                    max_groups=max_groups,
                     per_group=None if self.settings["coalesce"] else 1,
+                    providers=providers,
                 ),
             ),
         ):
@@ -180,6 +186,21 @@ class EmbeddedDispatcher:
                 future.add_done_callback(self._futures.discard)
                 started += 1
         return started
+
+    def _claimable(self, free: int, now: float) -> tuple[list[str] | None, int]:
+        """Which providers' deliveries to claim this tick, and how many groups at most. Only
+        providers a call could go to now, and no more groups than their free rate-limit slots:
+        a claimed group that cannot be sent costs two writes for nothing, which under a backlog
+        took CPU and the write lock from ingest. Every RECHECK_SECONDS one tick claims from
+        every provider, so a delivery waiting on a provider that cannot send records why."""
+        if now - self._last_recheck >= RECHECK_SECONDS:
+            self._last_recheck = now
+            return None, free * 2
+        ready = self.core.ready_providers()
+        slots = list(ready.values())
+        if None in slots:
+            return list(ready), free * 2
+        return list(ready), min(free * 2, sum(s or 0 for s in slots))
 
     def update_gauges(self) -> None:
         stats = self.store.queue_stats()

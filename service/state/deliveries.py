@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from typing import Any
 
 from service.domain.command import LeadUpdateCommand
@@ -29,16 +30,22 @@ class DeliveriesMixin:
         max_groups: int = 1_000_000,
         per_group: int | None = None,
         owner: str | None = None,
+        providers: Collection[str] | None = None,
     ) -> list[DeliveryGroup]:
         """Mark due groups in_flight (owned by `owner`) and return them. A group is due when its
         oldest open delivery is pending and due; a lead with one in flight or backing off
         waits, so commands for one lead and provider are applied in order. `per_group`: at
-        most that many commands per group (1 when coalescing is off)."""
+        most that many commands per group (1 when coalescing is off). `providers`: only these
+        providers' deliveries (None: every provider's; empty: nothing, without a query)."""
+        if providers is not None and not providers:
+            return []
+        only = "" if providers is None else f" AND provider IN ({','.join('?' * len(providers))})"
         with self.read() as db:
             # The scan reads no bodies: a large backlog waiting on backoff stays cheap to skip.
             rows = db.execute(
                 "SELECT command_id, provider, lead_key, seq, status, attempts, next_attempt_at, first_attempt_at"
-                " FROM deliveries WHERE status IN ('pending', 'in_flight', 'polling') ORDER BY seq"
+                f" FROM deliveries WHERE status IN ('pending', 'in_flight', 'polling'){only} ORDER BY seq",
+                tuple(providers or ()),
             ).fetchall()
         chosen: dict[tuple[str, str], list[Any]] = {}
         blocked: set[tuple[str, str]] = set(skip)

@@ -11,7 +11,7 @@ import requests
 from handlers.leadsquared.simulator import create_leadsquared_simulator
 from handlers.simulation import ServedApp
 from service.pipeline.ratelimit import InProcessRateLimiter
-from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, base_config, post_generic, sim_calls
+from tests.support import LSQ_ACCESS_KEY, LSQ_SECRET_KEY, base_config, post_generic, sim_calls, wait_until
 
 
 def max_in_any_window(times: list[float], window: float) -> int:
@@ -67,5 +67,43 @@ def test_dispatcher_keeps_the_provider_limit_with_no_429(make_service, tmp_path)
         assert len(calls) == 35 and all(c["status"] == 200 for c in calls)
         assert max_in_any_window([c["at"] for c in calls], 1.0) <= 10
         assert requests.get(f"{sim.url}/_sim/calls", timeout=5).json()["rejected_429"] == 0
+    finally:
+        sim.stop()
+
+
+def test_events_arriving_behind_a_used_up_limit_are_not_claimed(make_service, tmp_path) -> None:
+    # Claiming a group the limit cannot send costs two writes (claim, put back) that ingest
+    # then waits for; so while the limit is used up, ticks claim nothing of that provider.
+    sim = ServedApp(create_leadsquared_simulator(LSQ_ACCESS_KEY, LSQ_SECRET_KEY)).start()
+    try:
+        raw = base_config(tmp_path, sim.url)
+        raw["providers"]["leadsquared"]["rate_limit"] = {"calls": 2, "per_seconds": 60}
+        service = make_service(raw)
+        dispatcher = service.dispatcher()
+
+        def waiting_rows() -> list[tuple[str, float, float]]:
+            with service.runtime.store.read() as db:
+                rows = db.execute(
+                    "SELECT command_id, updated_at, next_attempt_at FROM deliveries"
+                    " WHERE status = 'pending' ORDER BY seq"
+                ).fetchall()
+            return [(row["command_id"], row["updated_at"], row["next_attempt_at"]) for row in rows]
+
+        try:
+            for index in range(2):
+                post_generic(service.url, {"lead": {"id": f"L{index}"}, "changes": {"city": "X"}}, f"a{index}")
+            wait_until(lambda: dispatcher.tick() >= 0 and len(sim_calls(sim.url, "Lead.Update")) == 2)
+            wait_until(lambda: not dispatcher._busy)
+            assert service.core.ready_providers() == {}
+            for index in range(4):
+                post_generic(service.url, {"lead": {"id": f"M{index}"}, "changes": {"city": "Y"}}, f"b{index}")
+            before = waiting_rows()
+            assert len(before) == 4
+            dispatcher._last_recheck = time.monotonic()  # the once-a-second look at everything: not now
+            assert sum(dispatcher.tick() for _ in range(20)) == 0
+            assert waiting_rows() == before  # nothing claimed, nothing written
+        finally:
+            dispatcher.pool.shutdown(wait=True)
+        assert len(sim_calls(sim.url, "Lead.Update")) == 2
     finally:
         sim.stop()
