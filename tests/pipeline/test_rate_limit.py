@@ -91,12 +91,16 @@ def test_events_arriving_behind_a_used_up_limit_are_not_claimed(make_service, tm
 
         try:
             for index in range(2):
-                post_generic(service.url, {"lead": {"id": f"L{index}"}, "changes": {"city": "X"}}, f"a{index}")
+                post_generic(
+                    service.url, {"lead": {"id": f"L{index}"}, "changes": {"city": "X"}}, f"a{index}"
+                )
             wait_until(lambda: dispatcher.tick() >= 0 and len(sim_calls(sim.url, "Lead.Update")) == 2)
             wait_until(lambda: not dispatcher._busy)
             assert service.core.ready_providers() == {}
             for index in range(4):
-                post_generic(service.url, {"lead": {"id": f"M{index}"}, "changes": {"city": "Y"}}, f"b{index}")
+                post_generic(
+                    service.url, {"lead": {"id": f"M{index}"}, "changes": {"city": "Y"}}, f"b{index}"
+                )
             before = waiting_rows()
             assert len(before) == 4
             dispatcher._last_recheck = time.monotonic()  # the once-a-second look at everything: not now
