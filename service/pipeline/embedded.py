@@ -27,7 +27,7 @@ WAKE_REST_FACTOR = 10.0
 WAKE_MIN_GAP_SECONDS = 0.025
 # Deliveries of providers that cannot take a call (not configured, limit used up) are claimed
 # this often, so each records why it waits (the delivery core's decision).
-RECHECK_SECONDS = 1.0
+RECHECK_SECONDS = 5.0
 
 
 class EmbeddedDispatcher:

@@ -103,7 +103,7 @@ def test_events_arriving_behind_a_used_up_limit_are_not_claimed(make_service, tm
                 )
             before = waiting_rows()
             assert len(before) == 4
-            dispatcher._last_recheck = time.monotonic()  # the once-a-second look at everything: not now
+            dispatcher._last_recheck = time.monotonic()  # the periodic look at every provider: not now
             assert sum(dispatcher.tick() for _ in range(20)) == 0
             assert waiting_rows() == before  # nothing claimed, nothing written
         finally:
