@@ -11,7 +11,10 @@ account, and give the same answers:
 - `penalise` after a 429 adds a pause: nothing is granted before `now + seconds`, and the
   log of calls already made is KEPT, so the first calls after the pause are still measured
   against those made just before it (no full burst on top of a window still in use);
-- `usage` counts the calls in the window ending now (the budget used, for the console).
+- `usage` counts the calls in the window ending now (the budget used, for the console);
+- `free_in` says what `acquire` would, without taking a slot: 0.0 when one is free now, else
+  the seconds until one frees (a dispatcher waits that long instead of claiming work it
+  cannot send).
 """
 
 from __future__ import annotations
@@ -56,4 +59,8 @@ class RateLimiter(Protocol):
 
     def usage(self, account: str, per_seconds: float) -> int:
         """The slots taken on `account` in the window ending now (the same window `acquire` counts)."""
+        ...
+
+    def free_in(self, account: str, calls: int, per_seconds: float) -> float:
+        """0.0 when `acquire` would take a slot now, else the seconds until one frees; takes none."""
         ...

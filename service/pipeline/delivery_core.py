@@ -49,6 +49,15 @@ class Decision:
     field_versions: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """Which providers could take a call now (`slots`: provider -> free rate-limit slots, None
+    when it has no limit) and the seconds until the soonest used-up limit frees one."""
+
+    slots: dict[str, int | None]
+    next_free_in: float | None = None
+
+
 class DeliveryCore:
     """Decides each group's next state: deliver (coalesced), poll, or confirm after a crash."""
 
@@ -79,25 +88,29 @@ class DeliveryCore:
             return int(configured["calls"]), float(configured["per_seconds"])
         return handler.default_rate_limit
 
-    def ready_providers(self) -> dict[str, int | None]:
-        """The providers a call could go to now, each with its free rate-limit slots (None: no
-        limit). Left out: a provider that is not configured, disabled or has a configuration
-        problem, and one whose limit is used up. The embedded dispatcher claims only these, so
-        a backlog it cannot send yet costs no claim and no write; the others are looked at on
-        a slow recheck (`deliver` then records why they wait)."""
-        ready: dict[str, int | None] = {}
+    def readiness(self) -> Readiness:
+        """The providers a call could go to now, each with its free rate-limit slots, and when
+        the soonest used-up limit frees a slot. Left out: a provider that is not configured,
+        disabled or has a configuration problem, and one whose limit is used up (or paused
+        after a 429). The embedded dispatcher claims only these, so a backlog it cannot send
+        yet costs no claim and no write; it looks at the others on a slow recheck (`deliver`
+        then records why they wait)."""
+        slots: dict[str, int | None] = {}
+        soonest: float | None = None
         for name, handler in self.handlers.items():
             if handler.configuration_problem():
                 continue
             limit = self.rate_limit(handler)
             if limit is None:
-                ready[name] = None
+                slots[name] = None
                 continue
             calls, per_seconds = limit
-            free = calls - self.limiter.usage(handler.account, per_seconds)
-            if free > 0:
-                ready[name] = free
-        return ready
+            wait = self.limiter.free_in(handler.account, calls, per_seconds)
+            if wait > 0:
+                soonest = wait if soonest is None else min(soonest, wait)
+                continue
+            slots[name] = max(1, calls - self.limiter.usage(handler.account, per_seconds))
+        return Readiness(slots, soonest)
 
     def rate_limit_usage(self) -> list[RateLimitUsage]:
         """The budget used now by every rate-limited provider that can deliver, as its limiter

@@ -47,6 +47,7 @@ class EmbeddedDispatcher:
         self._busy_lock = threading.Lock()
         self._futures: set[Future[None]] = set()
         self._last_recheck = float("-inf")  # the first tick looks at every provider
+        self._next_free_in: float | None = None  # seconds until a used-up rate limit frees a slot
         # Woken by the web workers after each enqueue, and by a delivery finishing (a free slot).
         self.waiter = Waiter(wakeup_address(config["storage"]["path"]))
         self.budget = BudgetSampler(self.core, store)  # the console's rate-limit budget
@@ -193,14 +194,17 @@ class EmbeddedDispatcher:
         a claimed group that cannot be sent costs two writes for nothing, which under a backlog
         took CPU and the write lock from ingest. Every RECHECK_SECONDS one tick claims from
         every provider, so a delivery waiting on a provider that cannot send records why."""
+        self._next_free_in = None
         if now - self._last_recheck >= RECHECK_SECONDS:
             self._last_recheck = now
             return None, free * 2
-        ready = self.core.ready_providers()
-        slots = list(ready.values())
+        readiness = self.core.readiness()
+        # Nobody wakes the loop when a used-up limit frees a slot: it waits that long at most.
+        self._next_free_in = readiness.next_free_in
+        slots = list(readiness.slots.values())
         if None in slots:
-            return list(ready), free * 2
-        return list(ready), min(free * 2, sum(s or 0 for s in slots))
+            return list(readiness.slots), free * 2
+        return list(readiness.slots), min(free * 2, sum(s or 0 for s in slots))
 
     def update_gauges(self) -> None:
         stats = self.store.queue_stats()
@@ -252,10 +256,13 @@ class EmbeddedDispatcher:
                 # In the pool: a slow provider must not hold up the dispatch loop.
                 self.pool.submit(self.core.refresh_provider_metrics)
                 last_provider_metrics = time.monotonic()
-            if not started and self.waiter.wait(poll_interval):
+            timeout = poll_interval
+            if self._next_free_in is not None:  # a used-up rate limit frees a slot sooner
+                timeout = min(poll_interval, max(0.001, self._next_free_in))
+            if not started and self.waiter.wait(timeout):
                 # Woken by new work after a tick that found nothing to start. Each tick scans
-                # every open delivery and each group it starts costs two commits, even one that
-                # only meets a full rate limit; under load, waking on every enqueue would spend
+                # the open deliveries of the providers that can send and each group it starts
+                # costs two commits; under load, waking on every enqueue would spend
                 # the CPU and the write lock on that. So wake-up ticks are 25 ms apart at least,
                 # and rest ten times the last tick's cost (a large backlog makes ticks slow).
                 # At light load neither delays anything.

@@ -3,7 +3,7 @@
 A sliding-window log, not a token bucket: a bucket of 25 refilling at 5/s lets 50 calls
 through in some 5-second windows, which is exactly what LeadSquared answers with 429.
 Several replicas share `service/state/redis_limiter.RedisRateLimiter` instead; both follow
-the contract in `service/domain/limits.py` (acquire, settle, penalise, usage).
+the contract in `service/domain/limits.py` (acquire, settle, penalise, usage, free_in).
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ class InProcessRateLimiter:
         self._lock = threading.Lock()
 
     def acquire(self, account: str, calls: int, per_seconds: float) -> float:
+        return self._slot(account, calls, per_seconds, take=True)
+
+    def free_in(self, account: str, calls: int, per_seconds: float) -> float:
+        return self._slot(account, calls, per_seconds, take=False)
+
+    def _slot(self, account: str, calls: int, per_seconds: float, take: bool) -> float:
         window = window_seconds(per_seconds)
         now = self._clock()
         with self._lock:
@@ -38,8 +44,9 @@ class InProcessRateLimiter:
             expired = bisect.bisect_right(log, now - window)
             del log[:expired]
             if len(log) < calls:
-                bisect.insort(log, now)
-                self._in_flight[account].append(now)
+                if take:
+                    bisect.insort(log, now)
+                    self._in_flight[account].append(now)
                 return 0.0
             return max(0.001, log[len(log) - calls] + window - now)
 

@@ -17,7 +17,8 @@ import redis
 from service.domain.limits import window_seconds
 from service.domain.state import StateUnavailable
 
-# KEYS[1] log, KEYS[2] pause; ARGV: calls, window_us, member -> 0 (slot taken) or µs to wait.
+# KEYS[1] log, KEYS[2] pause; ARGV: calls, window_us, member (empty: only look, take no
+# slot: `free_in`) -> 0 (a slot is free; taken unless only looking) or µs to wait.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -28,8 +29,10 @@ local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local used = redis.call('ZCARD', KEYS[1])
 if used < calls then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+  if ARGV[3] ~= '' then
+    redis.call('ZADD', KEYS[1], now, ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+  end
   return 0
 end
 local frees = redis.call('ZRANGE', KEYS[1], used - calls, used - calls, 'WITHSCORES')
@@ -126,3 +129,14 @@ class RedisRateLimiter:
             return int(self._usage(keys=[self.prefix + account], args=[window_us]))
         except redis.RedisError as exc:
             raise StateUnavailable(f"redis: {exc}") from None
+
+    def free_in(self, account: str, calls: int, per_seconds: float) -> float:
+        """What `acquire` would answer, on Redis' clock, without taking a slot."""
+        window_us = int(window_seconds(per_seconds) * 1_000_000)
+        try:
+            wait_us = self._acquire(
+                keys=[self.prefix + account, self.prefix + "pause:" + account], args=[calls, window_us, ""]
+            )
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"redis: {exc}") from None
+        return float(wait_us) / 1_000_000

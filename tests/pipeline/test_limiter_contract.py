@@ -168,3 +168,34 @@ def test_redis_usage_counts_every_replicas_slots_in_the_window_on_redis_time(
         time.sleep(0.02)
     assert first.usage("acct", per) == 0
     assert second.acquire("acct", calls, per) == 0.0  # and acquire agrees: a slot is free
+
+
+def test_in_process_free_in_answers_like_acquire_without_taking_a_slot() -> None:
+    clock = Clock()
+    limiter: RateLimiter = InProcessRateLimiter(clock=clock)
+    calls, per = 2, 5.0
+    assert limiter.free_in("acct", calls, per) == 0.0
+    assert limiter.usage("acct", per) == 0  # looking took nothing
+    assert limiter.acquire("acct", calls, per) == 0.0
+    clock.now += 1.0
+    assert limiter.acquire("acct", calls, per) == 0.0
+    wait = limiter.free_in("acct", calls, per)
+    assert wait == pytest.approx(per + SAFETY_MARGIN_SECONDS - 1.0)
+    assert limiter.acquire("acct", calls, per) == pytest.approx(wait)
+    clock.now += wait + 0.001
+    assert limiter.free_in("acct", calls, per) == 0.0
+    limiter.penalise("acct", 30.0, calls, per)
+    assert limiter.free_in("acct", calls, per) == pytest.approx(30.0)  # a 429's pause counts
+
+
+def test_redis_free_in_answers_like_acquire_without_taking_a_slot(redis_url: str, redis_prefix: str) -> None:
+    first, second = (RedisRateLimiter(redis.Redis.from_url(redis_url), redis_prefix) for _ in range(2))
+    calls, per = 2, 30.0
+    assert first.free_in("acct", calls, per) == 0.0
+    assert second.usage("acct", per) == 0  # looking took nothing
+    assert [second.acquire("acct", calls, per) for _ in range(2)] == [0.0, 0.0]
+    wait = first.free_in("acct", calls, per)  # the other replica's slots count
+    assert 0 < wait <= per + SAFETY_MARGIN_SECONDS
+    assert first.usage("acct", per) == calls
+    first.penalise("other", 60.0, calls, per)
+    assert first.free_in("other", calls, per) > per + SAFETY_MARGIN_SECONDS

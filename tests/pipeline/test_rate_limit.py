@@ -96,7 +96,7 @@ def test_events_arriving_behind_a_used_up_limit_are_not_claimed(make_service, tm
                 )
             wait_until(lambda: dispatcher.tick() >= 0 and len(sim_calls(sim.url, "Lead.Update")) == 2)
             wait_until(lambda: not dispatcher._busy)
-            assert service.core.ready_providers() == {}
+            assert service.core.readiness().slots == {}
             for index in range(4):
                 post_generic(
                     service.url, {"lead": {"id": f"M{index}"}, "changes": {"city": "Y"}}, f"b{index}"
