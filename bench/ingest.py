@@ -16,7 +16,9 @@ without wrk, one Python process per connection). Three servers, one after the ot
       delivery work takes CPU from ingest, so read (c) with the provider calls it made.
 
 Prints the ratio lines first, then each run's figures and the bare-Flask ceiling this
-client reached (the client was not the limit if (b) and (c) stay well below it).
+client reached (the client was not the limit if (b) and (c) stay well below it), and the
+server's CPU milliseconds per answered request (every process of the server, from /proc):
+where the ratio comes from, since on two cores the load generator and the server share them.
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import LoadResult, run_load, signed_event_requests  # noqa: E402
-from bench.servers import Server, bind_of, serve_config, start_bare_flask, start_serve  # noqa: E402
+from bench.servers import (  # noqa: E402
+    Server,
+    bind_of,
+    serve_config,
+    start_bare_flask,
+    start_serve,
+    tree_cpu_seconds,
+)
 from handlers.leadsquared.simulator import create_leadsquared_simulator  # noqa: E402
 from handlers.simulation import ServedApp  # noqa: E402
 from tests.support import SIGNING_SECRET  # noqa: E402
@@ -44,14 +53,20 @@ from tests.support import SIGNING_SECRET  # noqa: E402
 LEADS = 500
 
 
-def measure(server: Server, args: argparse.Namespace, tag: str) -> LoadResult:
+def measure(server: Server, args: argparse.Namespace, tag: str) -> tuple[LoadResult, float]:
+    """The load's result and the server's CPU milliseconds per answered request (every process
+    of the server: gunicorn's master and workers, the dispatcher)."""
     host = server.url.removeprefix("http://")
     warmup = signed_event_requests(
         host, int(args.warmup * args.max_rate), f"warm-{tag}", SIGNING_SECRET, LEADS
     )
     run_load(server.url, warmup, args.connections, args.warmup)
     prepared = signed_event_requests(host, int(args.duration * args.max_rate), tag, SIGNING_SECRET, LEADS)
-    return run_load(server.url, prepared, args.connections, args.duration)
+    before = tree_cpu_seconds(server.proc.pid)
+    result = run_load(server.url, prepared, args.connections, args.duration)
+    used = tree_cpu_seconds(server.proc.pid) - before
+    answered = result.rps * result.seconds
+    return result, (used * 1000 / answered if answered else 0.0)
 
 
 def queued_commands(db_path: Path, tag: str) -> int:
@@ -104,10 +119,11 @@ def main() -> None:
     documented = args.provider_limit == "documented"
     provider = {"rate_limit": {"calls": 25, "per_seconds": 5}} if documented else {}
     runs: dict[str, LoadResult] = {}
+    cpu_ms: dict[str, float] = {}  # server CPU per answered request
     notes: dict[str, str] = {}
     bare = start_bare_flask(tmp, args.workers, args.threads)
     try:
-        runs["bare"] = measure(bare, args, "bare")
+        runs["bare"], cpu_ms["bare"] = measure(bare, args, "bare")
     finally:
         bare.stop()
 
@@ -128,7 +144,7 @@ def main() -> None:
         )
         serve = start_serve(config, bind_of(config), workdir / "serve.log", tree)
         try:
-            runs[name] = measure(serve, args, name.replace(" ", "-"))
+            runs[name], cpu_ms[name] = measure(serve, args, name.replace(" ", "-"))
             delivered = update_calls(sim_app)
             rejected = sim_app.extensions["sim_state"].rejected_429
         finally:
@@ -151,14 +167,16 @@ def main() -> None:
         f"{os.cpu_count()} CPUs; {args.duration:g} s measured per server after {args.warmup:g} s warm-up; "
         f"(c) delivers {'within 25 calls per 5 s' if documented else 'without a rate limit'}"
     )
-    print(f"{'':44}{'2xx/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'non-2xx':>9}{'errors':>8}")
+    print(
+        f"{'':44}{'2xx/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'non-2xx':>9}{'errors':>8}{'CPU ms/req':>11}"
+    )
     labels = {"bare": "(a) bare Flask 202", "ingest": "(b) leadrelay serve, ingest only",
               "delivering": "(c) leadrelay serve + delivering"}  # fmt: skip
     for name, result in runs.items():
         label = labels[name.removeprefix("before ")] + (" [before]" if name.startswith("before ") else "")
         print(
             f"{label:44}{result.rps:>8.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}{result.max_ms:>9.1f}"
-            f"{result.non_2xx:>9}{result.socket_errors:>8}  {notes.get(name, '')}"
+            f"{result.non_2xx:>9}{result.socket_errors:>8}{cpu_ms[name]:>11.2f}  {notes.get(name, '')}"
             + ("  (ran out of prepared requests: raise --max-rate)" if result.exhausted else "")
         )
 

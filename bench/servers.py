@@ -58,6 +58,30 @@ class Server:
             self.proc.wait()
 
 
+def tree_cpu_seconds(root_pid: int) -> float:
+    """CPU time (user + system) used so far by `root_pid` and every live descendant (gunicorn's
+    workers, the dispatcher), from /proc; 0.0 where /proc is not there."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(used.get(pid, 0.0) for pid in tree)
+
+
 def start_bare_flask(workdir: Path, workers: int, threads: int) -> Server:
     (workdir / "bare_app.py").write_text(BARE_APP)
     port = free_port()
