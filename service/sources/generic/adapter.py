@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -85,6 +86,12 @@ def _signed_bytes(secret: str, headers: dict[str, str], body: bytes) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=64)
+def _webhook(secret: str) -> Webhook:
+    """The verifier for one secret, built once: it holds only the decoded key (thread-safe)."""
+    return Webhook(secret)
+
+
 def verify_standard_webhook(request: InboundRequest, secrets: list[str]) -> None:
     """Raise AuthenticationFailed unless one of `secrets` signed the request (5-minute tolerance)."""
     if not secrets:
@@ -104,7 +111,7 @@ def verify_standard_webhook(request: InboundRequest, secrets: list[str]) -> None
         raise AuthenticationFailed("signature verification failed") from None
     for secret in secrets:
         try:
-            Webhook(secret).verify(request.body, headers, json_parse=False)
+            _webhook(secret).verify(request.body, headers, json_parse=False)
             return
         except (WebhookVerificationError, ValueError, UnicodeDecodeError, binascii.Error) as exc:
             last = str(exc) or type(exc).__name__
