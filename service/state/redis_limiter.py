@@ -4,6 +4,13 @@ One sorted set of call stamps per provider account (`<prefix>rl:<account>`), sta
 the Redis clock (the one clock every replica shares, so skew between machines cannot open
 a window wider than allowed), plus a pause key a 429 sets. Each operation is one Lua
 script, atomic on the server. Contract: `service/domain/limits.py`.
+
+`settle` skips its round trip for a call that ended within `SETTLE_SKIP_SECONDS` of sending
+its acquire: the slot's acquire stamp is then already late enough. The stamp is taken by
+Redis after the acquire was sent and before the call starts, and the call reached the
+provider before it ended, so the provider counted it at most `SETTLE_SKIP_SECONDS` after
+the stamp; the log keeps the stamp for the provider's window plus `SAFETY_MARGIN_SECONDS`
+(larger than that), so the slot still covers the provider's whole window after the call.
 """
 
 from __future__ import annotations
@@ -11,10 +18,11 @@ from __future__ import annotations
 import collections
 import secrets
 import threading
+import time
 
 import redis
 
-from service.domain.limits import window_seconds
+from service.domain.limits import SAFETY_MARGIN_SECONDS, window_seconds
 from service.domain.state import StateUnavailable
 
 # KEYS[1] log, KEYS[2] pause; ARGV: calls, window_us, member -> 0 (slot taken) or µs to wait.
@@ -64,6 +72,10 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 return redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[1]) + 1, '+inf')
 """
 
+# Half the margin: the other half absorbs any difference between this machine's monotonic
+# clock rate and Redis' clock over so short a span.
+SETTLE_SKIP_SECONDS = SAFETY_MARGIN_SECONDS / 2
+
 
 class RedisRateLimiter:
     """Every replica shares one log per account; `settle` re-stamps this process's own slots."""
@@ -77,9 +89,17 @@ class RedisRateLimiter:
         self._usage = client.register_script(_USAGE)
         self._token = secrets.token_hex(4)
         self._seq = 0
-        # Per account: the members of slots this process took whose calls have not ended.
-        self._in_flight: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)
+        # Per thread and account: (member, when its acquire was sent) of the slots this thread
+        # took whose calls have not ended. A caller acquires and settles on one thread, so the
+        # slot settled is the one of the call that ended (its send time decides the skip).
+        self._local = threading.local()
         self._lock = threading.Lock()
+
+    def _in_flight(self, account: str) -> collections.deque[tuple[str, float]]:
+        slots: dict[str, collections.deque[tuple[str, float]]] | None = getattr(self._local, "slots", None)
+        if slots is None:
+            slots = self._local.slots = collections.defaultdict(collections.deque)
+        return slots[account]
 
     def _unique(self) -> str:
         with self._lock:
@@ -89,6 +109,7 @@ class RedisRateLimiter:
     def acquire(self, account: str, calls: int, per_seconds: float) -> float:
         window_us = int(window_seconds(per_seconds) * 1_000_000)
         member = self._unique()
+        sent = time.monotonic()
         try:
             wait_us = self._acquire(
                 keys=[self.prefix + account, self.prefix + "pause:" + account],
@@ -98,16 +119,16 @@ class RedisRateLimiter:
             raise StateUnavailable(f"redis: {exc}") from None
         if wait_us:
             return float(wait_us) / 1_000_000
-        with self._lock:
-            self._in_flight[account].append(member)
+        self._in_flight(account).append((member, sent))
         return 0.0
 
     def settle(self, account: str) -> None:
-        with self._lock:
-            in_flight = self._in_flight[account]
-            if not in_flight:
-                return
-            member = in_flight.popleft()
+        in_flight = self._in_flight(account)
+        if not in_flight:
+            return
+        member, sent = in_flight.pop()  # this thread's latest slot: the call that just ended
+        if time.monotonic() - sent < SETTLE_SKIP_SECONDS:
+            return  # the acquire stamp already covers it (module docstring)
         try:
             self._settle(keys=[self.prefix + account], args=[member])
         except redis.RedisError as exc:
