@@ -20,7 +20,7 @@ import time
 
 from kafka.errors import KafkaError
 
-from consumers.batch import Group, Item
+from consumers.batch import Deferred, Group, Item
 from consumers.outcomes import OutcomePublisher
 from service import metrics
 from service.domain.state import Delivery, DeliveryGroup, StateUnavailable
@@ -107,7 +107,12 @@ class GroupRunner:
                 self._held.discard(lead)
 
     def _run_claimed(
-        self, group: Group, items: list[Item], claims: list[LedgerClaim], applied: dict[str, str]
+        self,
+        group: Group,
+        items: list[Item],
+        claims: list[LedgerClaim],
+        applied: dict[str, str],
+        deferred: Deferred | None = None,
     ) -> float | None:
         try:
             claimed, resolved, busy, confirmed = self._sort_claims(group, items, claims)
@@ -121,7 +126,7 @@ class GroupRunner:
             item.unresolved.discard(group.provider)
         if not claimed:
             return BUSY_RETRY_SECONDS if busy else None
-        return self._deliver(group, claimed, busy, applied)
+        return self._deliver(group, claimed, busy, applied, deferred)
 
     def _sort_claims(
         self, group: Group, items: list[Item], claims: list[LedgerClaim]
@@ -217,7 +222,12 @@ class GroupRunner:
         return False
 
     def _deliver(
-        self, group: Group, claimed: list[tuple[Item, Delivery]], busy: bool, applied: dict[str, str]
+        self,
+        group: Group,
+        claimed: list[tuple[Item, Delivery]],
+        busy: bool,
+        applied: dict[str, str],
+        deferred: Deferred | None = None,
     ) -> float | None:
         delivery_group = DeliveryGroup(group.provider, group.lead_key, [d for _, d in claimed])
         try:
@@ -230,7 +240,7 @@ class GroupRunner:
             log.warning("shared state unavailable; will retry: %s", exc, extra={"provider": group.provider})
             return STATE_RETRY_SECONDS
         try:
-            again = self._apply(group, claimed, decision)
+            again = self._apply(group, claimed, decision, deferred)
         except (StateUnavailable, KafkaError) as exc:
             # The outcome is not durable: the records stay uncommitted and the group runs again.
             log.warning("outcome not recorded; will retry: %s", exc, extra={"provider": group.provider})
@@ -245,7 +255,13 @@ class GroupRunner:
         except StateUnavailable:
             pass  # the claims stay ours: the next run finds them unrecorded and confirms first
 
-    def _apply(self, group: Group, claimed: list[tuple[Item, Delivery]], decision: Decision) -> float | None:
+    def _apply(
+        self,
+        group: Group,
+        claimed: list[tuple[Item, Delivery]],
+        decision: Decision,
+        deferred: Deferred | None = None,
+    ) -> float | None:
         now = time.time()
         provider = group.provider
         wait = (decision.next_attempt_at or now) - now
@@ -267,7 +283,14 @@ class GroupRunner:
                 stage=decision.stage,
                 count_attempt=False,
             )
+            if deferred is not None and wait > 0.01:  # a limit, not "the update goes next"
+                deferred.limited[provider] = max(deferred.limited.get(provider, 0.0), wait)
             return max(0.001, wait)
+        if decision.status == "delivered" and deferred is not None and group.kind == "deliver":
+            # Written with the chunk's other delivered groups in one transaction; the records
+            # count as done only after it (`settle_items`).
+            deferred.delivered.append((group, claimed, decision, now))
+            return None
         if decision.status == "delivered":
             # The whole coalesced call, the lead's field versions and the lead's release: one
             # transaction (nothing durable is left to write for a delivered group).
@@ -284,6 +307,15 @@ class GroupRunner:
                 )
                 self.ledger.release_lead(self.lead_scope(provider), group.lead_key, self.owner)
             group.lead_released = True
+        self.settle_items(group, claimed, decision, now)
+        return None
+
+    def settle_items(
+        self, group: Group, claimed: list[tuple[Item, Delivery]], decision: Decision, now: float
+    ) -> None:
+        """The outcome's other half (retry or DLQ record, their ledger rows; metrics and logs),
+        then each record is done for this provider."""
+        provider = group.provider
         for item, delivery in claimed:
             command_id = delivery.command.command_id
             token = command_id_var.set(command_id)
@@ -292,7 +324,6 @@ class GroupRunner:
             finally:
                 command_id_var.reset(token)
             item.unresolved.discard(provider)
-        return None
 
     def _record_one(
         self, group: Group, item: Item, delivery: Delivery, decision: Decision, now: float
