@@ -77,10 +77,49 @@ class DispatchLedgerMixin:
 
     def register(self, commands: list[tuple[LeadUpdateCommand, float]]) -> None:
         """Commands read from the command topic, with one pending delivery per provider; a
-        command already on record (the web wrote it, or an earlier read) is left as it is."""
+        command already on record (the web wrote it, or an earlier read) is left as it is.
+        The rows `SqlStateStore._queue` writes for one command (command, deliveries, the
+        'received' history row), for the whole batch in three multi-row statements: this
+        runs on the consumer's loop before any delivery of the batch starts."""
+        first: dict[str, tuple[LeadUpdateCommand, float]] = {}
+        for command, received_at in commands:
+            first.setdefault(command.command_id, (command, received_at))  # a record read twice
         with self.transaction() as db:
-            for command, received_at in commands:
-                self._queue(db, command, received_at)  # type: ignore[attr-defined]
+            for chunk in _chunks(list(first.values()), 200):
+                inserted = db.execute(
+                    "INSERT INTO commands (command_id, lead_key, source, event_type, occurred_at, received_at, body,"
+                    " lead_id, lead_email, lead_phone, duplicate_of) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)"] * len(chunk))
+                    + " ON CONFLICT (command_id) DO NOTHING RETURNING command_id, seq",
+                    tuple(
+                        value
+                        for c, received_at in chunk
+                        for value in (
+                            c.command_id, c.lead_key, c.source, c.event_type, c.occurred_at.isoformat(),
+                            received_at, c.to_json(), c.lead.id, c.lead.email, c.lead.phone,
+                        )
+                    ),
+                ).fetchall()  # fmt: skip
+                new = [(first[row["command_id"]], int(row["seq"])) for row in inserted]
+                deliveries = [
+                    (c.command_id, provider, seq, c.lead_key, at, at)
+                    for (c, at), seq in new
+                    for provider in c.providers
+                ]
+                if deliveries:
+                    db.execute(
+                        "INSERT INTO deliveries (command_id, provider, seq, lead_key, status, next_attempt_at,"
+                        " updated_at) VALUES "
+                        + ", ".join(["(?, ?, ?, ?, 'pending', ?, ?)"] * len(deliveries))
+                        + " ON CONFLICT (command_id, provider) DO NOTHING",
+                        tuple(value for row in deliveries for value in row),
+                    )
+                if new:
+                    db.execute(
+                        "INSERT INTO history (command_id, provider, at, status, detail) VALUES "
+                        + ", ".join(["(?, NULL, ?, 'received', ?)"] * len(new)),
+                        tuple(value for (c, at), _ in new for value in (c.command_id, at, c.source)),
+                    )
 
     def claim_deliveries(
         self, command_ids: list[str], provider: str, owner: str, kind: str, now: float, stale_before: float

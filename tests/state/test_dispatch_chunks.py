@@ -155,3 +155,24 @@ def test_hand_back_reopens_what_it_claimed_and_leaves_the_unconfirmed_to_be_conf
         TTL,
     )
     assert [verdicts(f) for f in found] == [[CLAIMED], [ORPHAN], [CLAIMED]]
+
+
+def test_register_writes_a_batch_once_each_with_its_deliveries_and_history(store: SqlStateStore) -> None:
+    on_record = make_command(0)
+    store.enqueue(on_record)  # the web wrote it: left as it is
+    batch = [make_command(n, providers=("leadsquared", "octanist")) for n in range(1, 251)]
+    store.register([(on_record, 5.0), *((c, 1.0) for c in batch), (batch[0], 9.0)])
+    events = store.list_events(limit=1000)
+    rows = sorted((e["command_id"], e["provider"]) for e in events)
+    assert rows == sorted(
+        [(on_record.command_id, "leadsquared")]
+        + [(c.command_id, p) for c in batch for p in ("leadsquared", "octanist")]
+    )
+    first = store.get_event(batch[0].command_id)
+    assert first is not None
+    assert sorted(d["provider"] for d in first["deliveries"]) == ["leadsquared", "octanist"]
+    assert all(d["status"] == "pending" for d in first["deliveries"])
+    assert [h["status"] for h in first["timeline"]] == ["received"]
+    assert first["received_at"] == store.get_event(batch[1].command_id)["received_at"]  # the first read's
+    kept = store.get_event(on_record.command_id)
+    assert kept is not None and [d["provider"] for d in kept["deliveries"]] == ["leadsquared"]
