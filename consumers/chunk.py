@@ -10,7 +10,8 @@ What changes is when: a delivered group's outcome is written when the chunk ends
 crash in the middle of a chunk leaves its delivered calls in flight (recovered like any
 call in flight at a crash: confirmed with the provider before a resend). Groups claimed but
 not started (the dispatcher is stopping, their partition was revoked, their provider asked
-for a rate-limit wait) give their claims back in the chunk's last transaction.
+for a rate-limit wait, the chunk ran `CHUNK_SECONDS`) give their claims back in the chunk's
+last transaction.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from service.state.dispatch_ledger import DeliveredGroup, GroupRequest, LedgerCl
 log = logging.getLogger("leadrelay.kafka.dispatcher")
 
 MAX_CHUNK = 16  # groups per chunk: bounds the calls whose outcome waits for the chunk's end
+# A chunk that has run this long hands its groups not started back to the batch, to be shared
+# out again among the workers that are free: a slow provider call (a timeout) holds up at
+# most the groups of its chunk for this long, and outcomes wait at most this long plus a call.
+CHUNK_SECONDS = 0.5
 BUG_RETRY_SECONDS = 30.0  # an unexpected error in one group: try it again much later
 
 
@@ -74,6 +79,7 @@ class ChunkRunner(GroupRunner):
                 results[id(group)] = STATE_RETRY_SECONDS
             return
         deferred = Deferred()
+        started = time.monotonic()
         held: list[Group] = []  # lead claimed: released at the end unless the outcome did
         handed: list[tuple[str, str, str, str]] = []  # claims of groups that did not run
         try:
@@ -84,7 +90,9 @@ class ChunkRunner(GroupRunner):
                 held.append(group)
                 claims, applied = claim
                 items = open_items[id(group)]
-                if stopping.is_set() or not group.open_items() or group.provider in deferred.limited:
+                late = time.monotonic() - started > CHUNK_SECONDS
+                limited = group.kind == "deliver" and group.provider in deferred.limited  # polls take no slot
+                if late or limited or stopping.is_set() or not group.open_items():
                     handed += self._unused(group, items, claims)
                     results[id(group)] = self._not_started(group, stopping, deferred)
                     continue
@@ -117,7 +125,9 @@ class ChunkRunner(GroupRunner):
             return BUSY_RETRY_SECONDS  # the batch abandons it: its records are not committed
         if not group.open_items():
             return None  # revoked: the partition's next owner runs it
-        return deferred.limited[group.provider]
+        if group.kind == "deliver" and group.provider in deferred.limited:
+            return deferred.limited[group.provider]
+        return 0.0  # the chunk ran late: due again at once, on a free worker
 
     @staticmethod
     def _unused(group: Group, items: list, claims: list[LedgerClaim]) -> list[tuple[str, str, str, str]]:
