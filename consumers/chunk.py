@@ -39,7 +39,7 @@ BUG_RETRY_SECONDS = 30.0  # an unexpected error in one group: try it again much 
 
 class ChunkRunner(GroupRunner):
     def run_chunk(self, groups: list[Group], stopping: threading.Event) -> list[float | None]:
-        """`run_group` for each of `groups`: None when done, else seconds until it runs again."""
+        """Per group of `groups`: None when done, else seconds until it runs again."""
         results: dict[int, float | None] = {id(g): BUSY_RETRY_SECONDS for g in groups}
         taken: list[Group] = []
         with self._held_lock:

@@ -1,5 +1,6 @@
 """One group of a dispatcher batch, on a worker thread: claim the lead, claim the ledger,
-call, record the outcome.
+call, record the outcome (the claims and delivered outcomes of several groups are taken
+together by `consumers/chunk.py`).
 
 At most one group per (provider, lead) runs at a time across every dispatcher and both
 topics: the group first takes the lead's claim in the SQL store (held for the whole call,
@@ -8,7 +9,7 @@ older value is never applied after a newer one. Per (command, provider) the SQL 
 claimed before the call and written after it. The outcome leaves durably before the record
 counts as done: `delivered` in the ledger, a retry-topic record (transient failure, long
 wait, async poll), or a DLQ record (permanent failure). A rate-limit wait shorter than
-`kafka.max_in_batch_wait_seconds` keeps the group in the batch instead (`run_group` returns
+`kafka.max_in_batch_wait_seconds` keeps the group in the batch instead (`run_chunk` returns
 the seconds to wait).
 """
 
@@ -64,47 +65,6 @@ class GroupRunner:
         set of credentials, LeadSquared sync and async, update the same CRM record)."""
         handler = self.core.handlers.get(provider)
         return handler.account if handler is not None else provider
-
-    def run_group(self, group: Group) -> float | None:
-        """Deliver what is open in `group`; None when done, else seconds until it runs again."""
-        scope = self.lead_scope(group.provider)
-        lead = (scope, group.lead_key)
-        with self._held_lock:
-            if lead in self._held:  # a sibling group of this lead runs on another worker
-                return BUSY_RETRY_SECONDS
-            self._held.add(lead)
-        group.lead_released = False
-        try:
-            items = group.open_items()
-            ids = [item.command.command_id for item in items if item.command is not None]
-            try:
-                # Lead claim, ledger claims and field versions: one transaction.
-                found = self.ledger.claim_group(
-                    group.provider,
-                    group.lead_key,
-                    ids,
-                    self.owner,
-                    group.kind,
-                    time.time(),
-                    self.owner_ttl,
-                    lead_scope=scope,
-                )
-            except StateUnavailable as exc:
-                log.warning("claims unavailable; will retry: %s", exc, extra={"provider": group.provider})
-                return STATE_RETRY_SECONDS
-            if found is None:
-                return BUSY_RETRY_SECONDS  # another dispatcher has this lead now
-            try:
-                return self._run_claimed(group, items, *found)
-            finally:
-                if not group.lead_released:  # the outcome transaction did not release it
-                    try:
-                        self.ledger.release_lead(scope, group.lead_key, self.owner)
-                    except StateUnavailable:
-                        pass  # it lapses after the owner TTL (the heartbeat renews only held leads)
-        finally:
-            with self._held_lock:
-                self._held.discard(lead)
 
     def _run_claimed(
         self,
@@ -255,6 +215,13 @@ class GroupRunner:
         except StateUnavailable:
             pass  # the claims stay ours: the next run finds them unrecorded and confirms first
 
+    def _can_defer(self, group: Group) -> bool:
+        """Whether a delivered outcome may wait for the chunk's end: a crash before it is written
+        leaves the call in flight, which only a provider that reads back can confirm; for the
+        others it would be resent, so theirs are written at once, as before chunks."""
+        handler = self.core.handlers.get(group.provider)
+        return group.kind == "deliver" and handler is not None and handler.can_confirm
+
     def _apply(
         self,
         group: Group,
@@ -286,7 +253,7 @@ class GroupRunner:
             if deferred is not None and wait > 0.01:  # a limit, not "the update goes next"
                 deferred.limited[provider] = max(deferred.limited.get(provider, 0.0), wait)
             return max(0.001, wait)
-        if decision.status == "delivered" and deferred is not None and group.kind == "deliver":
+        if decision.status == "delivered" and deferred is not None and self._can_defer(group):
             # Written with the chunk's other delivered groups in one transaction; the records
             # count as done only after it (`settle_items`).
             deferred.delivered.append((group, claimed, decision, now))
