@@ -6,9 +6,10 @@ statements and a commit per group into a few per chunk (each a multi-row stateme
 each group does is `GroupRunner`'s, unchanged: the lead claim is held from the chunk's claim
 until its outcome is written (the heartbeat renews it), a group's records count as done only
 once its outcome is durable, and the guarantees of `consumers/delivery.py` hold per group.
-What changes is when: a delivered group's outcome is written when the chunk ends, so a
-crash in the middle of a chunk leaves its delivered calls in flight (recovered like any
-call in flight at a crash: confirmed with the provider before a resend). Groups claimed but
+What changes is when: a delivered group's outcome is written when the chunk ends (for a
+provider that reads back; others' at once, see `GroupRunner._can_defer`), so a crash in the
+middle of a chunk leaves its delivered calls in flight (recovered like any call in flight
+at a crash: confirmed with the provider before a resend). Groups claimed but
 not started (the dispatcher is stopping, their partition was revoked, their provider asked
 for a rate-limit wait, the chunk ran `CHUNK_SECONDS`) give their claims back in the chunk's
 last transaction.
@@ -31,8 +32,8 @@ log = logging.getLogger("leadrelay.kafka.dispatcher")
 
 MAX_CHUNK = 16  # groups per chunk: bounds the calls whose outcome waits for the chunk's end
 # A chunk that has run this long hands its groups not started back to the batch, to be shared
-# out again among the workers that are free: a slow provider call (a timeout) holds up at
-# most the groups of its chunk for this long, and outcomes wait at most this long plus a call.
+# out again among the workers that are free: behind a slow provider call (a timeout) the
+# chunk's other groups wait at most this long plus that call, and so do outcomes.
 CHUNK_SECONDS = 0.5
 BUG_RETRY_SECONDS = 30.0  # an unexpected error in one group: try it again much later
 

@@ -4,11 +4,13 @@ One loop per process, in its main thread (kafka-python consumers are not thread-
 
 1. poll a batch; decode each record (an undecodable one is dead-lettered at once);
 2. group by (partition, provider, lead) in record order and coalesce each group into one
-   call through the same `DeliveryCore` as the embedded dispatcher, on a worker pool
-   (`consumers/delivery.py`);
+   call through the same `DeliveryCore` as the embedded dispatcher, on a worker pool, the
+   groups due together shared out in chunks, one per worker (`consumers/chunk.py`,
+   `consumers/delivery.py`);
 3. per group: claim the lead in PostgreSQL (one group per provider and lead across every
    dispatcher and both topics); per (command, provider): claim in the SQL ledger before
-   the call, record after it.
+   the call, record after it (the claims of a chunk's groups in one transaction, their
+   delivered outcomes in one).
    A rate-limit wait is waited out inside the batch; a transient failure (and any wait
    longer than `kafka.max_in_batch_wait_seconds`) goes to the retry topic with its due
    time, so one failing lead never stalls its partition; a permanent one to the DLQ;
