@@ -13,6 +13,8 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from service.domain.command import LeadUpdateCommand
+from service.domain.state import Delivery
+from service.pipeline.delivery_core import Decision
 
 
 @dataclass
@@ -55,6 +57,16 @@ class Group:
 
     def open_items(self) -> list[Item]:
         return [i for i in self.items if self.provider in i.unresolved and not i.excluded]
+
+
+@dataclass
+class Deferred:
+    """What a chunk of groups (`consumers/chunk.py`) writes once for all of them: delivered
+    outcomes (one transaction at the chunk's end) and the providers that asked for a
+    rate-limit wait (the chunk's later groups for them do not try)."""
+
+    delivered: list[tuple[Group, list[tuple[Item, Delivery]], Decision, float]] = field(default_factory=list)
+    limited: dict[str, float] = field(default_factory=dict)
 
 
 class Batch:

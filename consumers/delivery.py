@@ -1,5 +1,6 @@
 """One group of a dispatcher batch, on a worker thread: claim the lead, claim the ledger,
-call, record the outcome.
+call, record the outcome (the claims and delivered outcomes of several groups are taken
+together by `consumers/chunk.py`).
 
 At most one group per (provider, lead) runs at a time across every dispatcher and both
 topics: the group first takes the lead's claim in the SQL store (held for the whole call,
@@ -8,7 +9,7 @@ older value is never applied after a newer one. Per (command, provider) the SQL 
 claimed before the call and written after it. The outcome leaves durably before the record
 counts as done: `delivered` in the ledger, a retry-topic record (transient failure, long
 wait, async poll), or a DLQ record (permanent failure). A rate-limit wait shorter than
-`kafka.max_in_batch_wait_seconds` keeps the group in the batch instead (`run_group` returns
+`kafka.max_in_batch_wait_seconds` keeps the group in the batch instead (`run_chunk` returns
 the seconds to wait).
 """
 
@@ -20,7 +21,7 @@ import time
 
 from kafka.errors import KafkaError
 
-from consumers.batch import Group, Item
+from consumers.batch import Deferred, Group, Item
 from consumers.outcomes import OutcomePublisher
 from service import metrics
 from service.domain.state import Delivery, DeliveryGroup, StateUnavailable
@@ -65,49 +66,13 @@ class GroupRunner:
         handler = self.core.handlers.get(provider)
         return handler.account if handler is not None else provider
 
-    def run_group(self, group: Group) -> float | None:
-        """Deliver what is open in `group`; None when done, else seconds until it runs again."""
-        scope = self.lead_scope(group.provider)
-        lead = (scope, group.lead_key)
-        with self._held_lock:
-            if lead in self._held:  # a sibling group of this lead runs on another worker
-                return BUSY_RETRY_SECONDS
-            self._held.add(lead)
-        group.lead_released = False
-        try:
-            items = group.open_items()
-            ids = [item.command.command_id for item in items if item.command is not None]
-            try:
-                # Lead claim, ledger claims and field versions: one transaction.
-                found = self.ledger.claim_group(
-                    group.provider,
-                    group.lead_key,
-                    ids,
-                    self.owner,
-                    group.kind,
-                    time.time(),
-                    self.owner_ttl,
-                    lead_scope=scope,
-                )
-            except StateUnavailable as exc:
-                log.warning("claims unavailable; will retry: %s", exc, extra={"provider": group.provider})
-                return STATE_RETRY_SECONDS
-            if found is None:
-                return BUSY_RETRY_SECONDS  # another dispatcher has this lead now
-            try:
-                return self._run_claimed(group, items, *found)
-            finally:
-                if not group.lead_released:  # the outcome transaction did not release it
-                    try:
-                        self.ledger.release_lead(scope, group.lead_key, self.owner)
-                    except StateUnavailable:
-                        pass  # it lapses after the owner TTL (the heartbeat renews only held leads)
-        finally:
-            with self._held_lock:
-                self._held.discard(lead)
-
     def _run_claimed(
-        self, group: Group, items: list[Item], claims: list[LedgerClaim], applied: dict[str, str]
+        self,
+        group: Group,
+        items: list[Item],
+        claims: list[LedgerClaim],
+        applied: dict[str, str],
+        deferred: Deferred | None = None,
     ) -> float | None:
         try:
             claimed, resolved, busy, confirmed = self._sort_claims(group, items, claims)
@@ -121,7 +86,7 @@ class GroupRunner:
             item.unresolved.discard(group.provider)
         if not claimed:
             return BUSY_RETRY_SECONDS if busy else None
-        return self._deliver(group, claimed, busy, applied)
+        return self._deliver(group, claimed, busy, applied, deferred)
 
     def _sort_claims(
         self, group: Group, items: list[Item], claims: list[LedgerClaim]
@@ -217,7 +182,12 @@ class GroupRunner:
         return False
 
     def _deliver(
-        self, group: Group, claimed: list[tuple[Item, Delivery]], busy: bool, applied: dict[str, str]
+        self,
+        group: Group,
+        claimed: list[tuple[Item, Delivery]],
+        busy: bool,
+        applied: dict[str, str],
+        deferred: Deferred | None = None,
     ) -> float | None:
         delivery_group = DeliveryGroup(group.provider, group.lead_key, [d for _, d in claimed])
         try:
@@ -230,7 +200,7 @@ class GroupRunner:
             log.warning("shared state unavailable; will retry: %s", exc, extra={"provider": group.provider})
             return STATE_RETRY_SECONDS
         try:
-            again = self._apply(group, claimed, decision)
+            again = self._apply(group, claimed, decision, deferred)
         except (StateUnavailable, KafkaError) as exc:
             # The outcome is not durable: the records stay uncommitted and the group runs again.
             log.warning("outcome not recorded; will retry: %s", exc, extra={"provider": group.provider})
@@ -245,7 +215,20 @@ class GroupRunner:
         except StateUnavailable:
             pass  # the claims stay ours: the next run finds them unrecorded and confirms first
 
-    def _apply(self, group: Group, claimed: list[tuple[Item, Delivery]], decision: Decision) -> float | None:
+    def _can_defer(self, group: Group) -> bool:
+        """Whether a delivered outcome may wait for the chunk's end: a crash before it is written
+        leaves the call in flight, which only a provider that reads back can confirm; for the
+        others it would be resent, so theirs are written at once, as before chunks."""
+        handler = self.core.handlers.get(group.provider)
+        return group.kind == "deliver" and handler is not None and handler.can_confirm
+
+    def _apply(
+        self,
+        group: Group,
+        claimed: list[tuple[Item, Delivery]],
+        decision: Decision,
+        deferred: Deferred | None = None,
+    ) -> float | None:
         now = time.time()
         provider = group.provider
         wait = (decision.next_attempt_at or now) - now
@@ -267,7 +250,14 @@ class GroupRunner:
                 stage=decision.stage,
                 count_attempt=False,
             )
+            if deferred is not None and wait > 0.01:  # a limit, not "the update goes next"
+                deferred.limited[provider] = max(deferred.limited.get(provider, 0.0), wait)
             return max(0.001, wait)
+        if decision.status == "delivered" and deferred is not None and self._can_defer(group):
+            # Written with the chunk's other delivered groups in one transaction; the records
+            # count as done only after it (`settle_items`).
+            deferred.delivered.append((group, claimed, decision, now))
+            return None
         if decision.status == "delivered":
             # The whole coalesced call, the lead's field versions and the lead's release: one
             # transaction (nothing durable is left to write for a delivered group).
@@ -284,6 +274,15 @@ class GroupRunner:
                 )
                 self.ledger.release_lead(self.lead_scope(provider), group.lead_key, self.owner)
             group.lead_released = True
+        self.settle_items(group, claimed, decision, now)
+        return None
+
+    def settle_items(
+        self, group: Group, claimed: list[tuple[Item, Delivery]], decision: Decision, now: float
+    ) -> None:
+        """The outcome's other half (retry or DLQ record, their ledger rows; metrics and logs),
+        then each record is done for this provider."""
+        provider = group.provider
         for item, delivery in claimed:
             command_id = delivery.command.command_id
             token = command_id_var.set(command_id)
@@ -292,7 +291,6 @@ class GroupRunner:
             finally:
                 command_id_var.reset(token)
             item.unresolved.discard(provider)
-        return None
 
     def _record_one(
         self, group: Group, item: Item, delivery: Delivery, decision: Decision, now: float

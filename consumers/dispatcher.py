@@ -4,11 +4,13 @@ One loop per process, in its main thread (kafka-python consumers are not thread-
 
 1. poll a batch; decode each record (an undecodable one is dead-lettered at once);
 2. group by (partition, provider, lead) in record order and coalesce each group into one
-   call through the same `DeliveryCore` as the embedded dispatcher, on a worker pool
-   (`consumers/delivery.py`);
+   call through the same `DeliveryCore` as the embedded dispatcher, on a worker pool, the
+   groups due together shared out in chunks, one per worker (`consumers/chunk.py`,
+   `consumers/delivery.py`);
 3. per group: claim the lead in PostgreSQL (one group per provider and lead across every
    dispatcher and both topics); per (command, provider): claim in the SQL ledger before
-   the call, record after it.
+   the call, record after it (the claims of a chunk's groups in one transaction, their
+   delivered outcomes in one).
    A rate-limit wait is waited out inside the batch; a transient failure (and any wait
    longer than `kafka.max_in_batch_wait_seconds`) goes to the retry topic with its due
    time, so one failing lead never stalls its partition; a permanent one to the DLQ;
@@ -37,6 +39,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.batch import Batch, Group, Item
+from consumers.chunk import MAX_CHUNK, ChunkRunner
 from consumers.client import (
     H_ATTEMPTS,
     H_DUE_AT,
@@ -49,7 +52,7 @@ from consumers.client import (
     make_consumer,
     make_producer,
 )
-from consumers.delivery import STATE_RETRY_SECONDS, GroupRunner
+from consumers.delivery import STATE_RETRY_SECONDS
 from consumers.outcomes import OutcomePublisher
 from consumers.wiring import open_record, redis_client
 from service import metrics
@@ -89,7 +92,7 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="kdeliver")
         self.batch: Batch | None = None
         self.resume_at: dict[TopicPartition, float] = {}
-        self.runner = GroupRunner(
+        self.runner = ChunkRunner(
             self.core, self.ledger, self.outcomes, self.owner, self.max_in_batch_wait, self.owner_ttl
         )
         self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="owner-heartbeat", daemon=True)
@@ -253,23 +256,30 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
                 self.stopping.wait(STATE_RETRY_SECONDS)
 
     def _drive(self, batch: Batch) -> None:
-        """Run every group of the batch on the pool, each when it is due, in a heap."""
+        """Run every group of the batch on the pool, each when it is due, in a heap; the groups
+        due together are shared out in chunks (`consumers/chunk.py`), one chunk per worker."""
         order = itertools.count()
         due: list[tuple[float, int, Group]] = [(g.next_at, next(order), g) for g in batch.groups]
         heapq.heapify(due)
-        running: dict[Future[float | None], Group] = {}
+        running: dict[Future[list[float | None]], list[Group]] = {}
         last_keepalive = time.monotonic()
         while True:
             if self.stopping.is_set():
                 batch.abandon_waiting()
                 due = []
             now = time.time()
+            # Enough groups per chunk to keep every worker busy, and no more than MAX_CHUNK.
+            size = max(1, min(MAX_CHUNK, -(-len(due) // self.concurrency)))
             while due and len(running) < self.concurrency and due[0][0] <= now:
-                _, _, group = heapq.heappop(due)
-                if group.dropped or not group.open_items():
-                    continue  # revoked, or resolved by an earlier run
-                group.running = True
-                running[self.pool.submit(self.runner.run_group, group)] = group
+                chunk: list[Group] = []
+                while due and len(chunk) < size and due[0][0] <= now:
+                    _, _, group = heapq.heappop(due)
+                    if group.dropped or not group.open_items():
+                        continue  # revoked, or resolved by an earlier run
+                    group.running = True
+                    chunk.append(group)
+                if chunk:
+                    running[self.pool.submit(self.runner.run_chunk, chunk, self.stopping)] = chunk
             if not running and not due:
                 return
             if running and (len(running) >= self.concurrency or not due):
@@ -282,16 +292,17 @@ class KafkaDispatcher(AsyncConsumerRebalanceListener):
                 done = set()
                 self.stopping.wait(timeout)
             for future in done:
-                group = running.pop(future)
-                group.running = False
+                chunk = running.pop(future)
                 try:
-                    again = future.result()
-                except Exception as exc:  # a bug in one group must not stop the others
-                    log.exception("delivery failed unexpectedly", extra={"provider": group.provider})
-                    again = 30.0 if not isinstance(exc, KafkaError) else STATE_RETRY_SECONDS
-                if again is not None:
-                    group.next_at = time.time() + again
-                    heapq.heappush(due, (group.next_at, next(order), group))
+                    results = future.result()
+                except Exception as exc:  # a bug in one chunk must not stop the others
+                    log.exception("delivery failed unexpectedly")
+                    results = [30.0 if not isinstance(exc, KafkaError) else STATE_RETRY_SECONDS] * len(chunk)
+                for group, again in zip(chunk, results, strict=True):
+                    group.running = False
+                    if again is not None:
+                        group.next_at = time.time() + again
+                        heapq.heappush(due, (group.next_at, next(order), group))
             if time.monotonic() - last_keepalive > KEEPALIVE_SECONDS:
                 self._keepalive()
                 last_keepalive = time.monotonic()
