@@ -92,6 +92,10 @@ class CircuitBreaker:
         self.clock = clock
         self.control = ProviderControl(provider=provider)
         self._calls: collections.deque[tuple[float, CallOutcome]] = collections.deque()
+        # Running counts of the failures and auth failures in `_calls`: observe is called for
+        # every provider call, and must not rescan the window each time.
+        self._failed = 0
+        self._auth = 0
         self._probe_out = False
         self._open_spans: collections.deque[tuple[float, float | None]] = collections.deque(maxlen=1000)
 
@@ -153,18 +157,17 @@ class CircuitBreaker:
         if outcome is CallOutcome.NEUTRAL or self.control.breaker != "closed":
             return None  # calls that were in flight when it opened do not move it
         self._calls.append((now, outcome))
+        self._count(outcome, 1)
         while self._calls and self._calls[0][0] < now - self.settings.window_seconds:
-            self._calls.popleft()
-        failed = [o for _, o in self._calls if o is not CallOutcome.SUCCESS]
+            self._count(self._calls.popleft()[1], -1)
         if not self.settings.enabled or len(self._calls) < self.settings.min_calls:
             return None
-        if len(failed) < self.settings.failure_ratio * len(self._calls):
+        if self._failed < self.settings.failure_ratio * len(self._calls):
             return None
-        auth = sum(1 for o in failed if o is CallOutcome.AUTH)
-        ratio = f"{len(failed)} of {len(self._calls)} calls failed in {self.settings.window_seconds:g} s"
+        ratio = f"{self._failed} of {len(self._calls)} calls failed in {self.settings.window_seconds:g} s"
         reason = (
             self.auth_reason(f"{ratio}; last: {detail}")
-            if auth * 2 >= len(failed)
+            if self._auth * 2 >= self._failed
             else f"{ratio}; last: {detail}"
         )
         self._open_spans.append((now, None))
@@ -173,8 +176,18 @@ class CircuitBreaker:
             next_probe_at=now + self.settings.probe_initial_seconds,
         )  # fmt: skip
 
-    def _close(self, now: float) -> ProviderControl:
+    def _count(self, outcome: CallOutcome, step: int) -> None:
+        if outcome is not CallOutcome.SUCCESS:
+            self._failed += step
+            if outcome is CallOutcome.AUTH:
+                self._auth += step
+
+    def _forget_calls(self) -> None:
         self._calls.clear()
+        self._failed = self._auth = 0
+
+    def _close(self, now: float) -> ProviderControl:
+        self._forget_calls()
         self._end_span(now)
         return self._transition(breaker="closed", reason=None, opened_at=None, next_probe_at=None, probes=0)
 
@@ -199,7 +212,7 @@ class CircuitBreaker:
         self.control = control
         if control.breaker == "closed":
             self._probe_out = False
-            self._calls.clear()
+            self._forget_calls()
             if was_open:
                 self._end_span(now)
         elif not was_open:
@@ -210,7 +223,7 @@ class CircuitBreaker:
 
     def resume(self) -> ProviderControl:
         """An operator resumes (in this process): see `resumed`."""
-        self._calls.clear()
+        self._forget_calls()
         self._end_span(self.clock())
         self.control = resumed(self.control, self.clock())
         return self.control
