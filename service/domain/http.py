@@ -7,13 +7,26 @@ import time
 from collections.abc import Mapping
 
 import requests
+from requests import PreparedRequest
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+
+
+class _OwnCredentialsOnly(AuthBase):
+    """The session's auth: sends nothing of its own. Set so that requests never reads ~/.netrc
+    (it does, on every call, for a session without auth): a provider gets exactly the
+    credentials its handler sends, never a stray netrc login, and the lookup costs nothing."""
+
+    def __call__(self, request: PreparedRequest) -> PreparedRequest:
+        return request
 
 
 def make_session(pool_size: int = 16, headers: Mapping[str, str] | None = None) -> requests.Session:
     """A pooled session. `max_retries=0`: every retry is ours, scheduled and counted; the caller
-    passes a timeout on every call (requests has no session-wide one)."""
+    passes a timeout on every call (requests has no session-wide one). Proxies and the CA
+    bundle still come from the environment (HTTPS_PROXY, REQUESTS_CA_BUNDLE)."""
     session = requests.Session()
+    session.auth = _OwnCredentialsOnly()
     adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

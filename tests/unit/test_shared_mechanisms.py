@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
 
-from service.domain.http import parse_retry_after
+import requests
+from flask import Flask, request
+
+from handlers.simulation import ServedApp
+from service.domain.http import make_session, parse_retry_after
 from service.domain.ttl_cache import SharedTTLCache
 from service.domain.validators import flatten_messages
 
@@ -75,3 +80,33 @@ def test_marshmallow_messages_flatten_to_dotted_names() -> None:
     assert flatten_messages({"port": "Not a valid integer."}, "server") == {
         "server.port": ["Not a valid integer."]
     }
+
+
+def test_a_provider_session_never_sends_a_netrc_login(tmp_path, monkeypatch) -> None:
+    # requests reads ~/.netrc on every call of a session without auth: a stray login there
+    # would reach a provider as Basic auth. Our sessions send only what a handler sets.
+    seen: list[str | None] = []
+
+    app = Flask("echo")
+
+    @app.post("/x")
+    def echo() -> tuple[str, int]:
+        seen.append(request.headers.get("Authorization"))
+        return "", 204
+
+    served = ServedApp(app).start()
+    try:
+        host = served.url.removeprefix("http://").split(":")[0]
+        netrc = tmp_path / ".netrc"
+        netrc.write_text(f"machine {host} login stray password leaked\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+        monkeypatch.setenv("HOME", str(tmp_path))
+        assert requests.post(f"{served.url}/x", timeout=5).status_code == 204  # plain requests uses it
+        assert make_session().post(f"{served.url}/x", timeout=5).status_code == 204
+        assert make_session().post(f"{served.url}/x", auth=("own", "key"), timeout=5).status_code == 204
+    finally:
+        served.stop()
+    assert seen[0] is not None and seen[0].startswith("Basic ")  # the netrc file is read
+    assert seen[1] is None
+    assert seen[2] == "Basic " + base64.b64encode(b"own:key").decode()  # a handler's own auth still goes
