@@ -70,10 +70,13 @@ def measure(server: Server, args: argparse.Namespace, tag: str) -> tuple[LoadRes
 
 
 def queued_commands(db_path: Path, tag: str) -> int:
+    """Commands queued durably: on the queue tables, or still in the inbox (not yet moved on)."""
+    pattern = (f"generic:{tag}-%",)
     with sqlite3.connect(db_path) as db:
-        return db.execute(
-            "SELECT COUNT(*) FROM commands WHERE command_id LIKE ?", (f"generic:{tag}-%",)
-        ).fetchone()[0]
+        return sum(
+            db.execute(f"SELECT COUNT(*) FROM {table} WHERE command_id LIKE ?", pattern).fetchone()[0]
+            for table in ("commands", "inbox")
+        )
 
 
 def update_calls(sim: Any) -> int:

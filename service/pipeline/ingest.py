@@ -78,6 +78,8 @@ class Ingestor:
         self.commit_together = commit_together or _run_alone
         # Dedup keys in the queue's own database, written in the queue's transaction.
         self.claims_confirmed = commit_together is not None and hasattr(dedup, "claim_confirmed")
+        # The queue is that database itself (embedded): its inbox row is the claim, one write.
+        self.claims_in_queue = self.claims_confirmed and bool(getattr(queue, "claims_in_inbox", False))
         self.on_enqueued = on_enqueued
         self.window = int(config["dedup"]["window_seconds"])
         self.fingerprint_window = int(config["dedup"]["fingerprint_window_seconds"])
@@ -152,7 +154,9 @@ class Ingestor:
         # In one transaction with the queue write the claim is confirmed as it is taken: one
         # statement fewer per accept, and nobody else could have seen it pending anyway.
         confirmed = self.claims_confirmed
-        if confirmed:
+        if self.claims_in_queue:
+            claim = self.dedup.check_claim(key)  # type: ignore[attr-defined]
+        elif confirmed:
             claim = self.dedup.claim_confirmed(key, self.window)  # type: ignore[attr-defined]
         else:
             claim = self.dedup.claim(key, self.pending)
@@ -174,11 +178,21 @@ class Ingestor:
                 # Stored before the enqueue: if it cannot be stored, nothing is accepted.
                 self.dedup.put(latest_key, f"{fingerprint} {command.command_id}", self.fingerprint_window)
                 stored = True
-            self.queue.enqueue(command)
+            if self.claims_in_queue:
+                if not self.queue.enqueue_claimed(command, key, self.window):  # type: ignore[attr-defined]
+                    # A repeat of a command accepted moments ago, still in the inbox.
+                    if latest_key and stored:
+                        self._restore_latest(latest_key, latest)
+                    self.queue.note_duplicate(command.command_id)
+                    log.info("event duplicate", extra={"command_id": command.command_id, "dedup": "cmd"})
+                    return IngestResult(command.command_id, Claim.DUPLICATE.value)
+            else:
+                self.queue.enqueue(command)
         except BaseException:
             if latest_key and stored:
                 self._restore_latest(latest_key, latest)
-            self.dedup.release(key)
+            if not self.claims_in_queue:
+                self.dedup.release(key)
             raise
         if not confirmed:
             self.dedup.confirm(key, self.window)

@@ -91,6 +91,7 @@ class ControlsMixin:
         never routed) untouched for `dead_letter_days`; expired dedup keys and lead claims;
         history older than the longer of the two; rate-limit samples older than an hour.
         Returns the rows removed."""
+        self.drain_inbox()  # type: ignore[attr-defined]
         delivered_cutoff = now - delivered_days * DAY
         dead_cutoff = now - dead_letter_days * DAY
         removed = 0

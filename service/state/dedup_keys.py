@@ -41,11 +41,24 @@ class DedupKeysMixin:
             row = db.execute("SELECT state FROM dedup WHERE key = ?", (key,)).fetchone()
         return Claim.DUPLICATE if row is not None and row["state"] == "done" else Claim.IN_PROGRESS
 
+    def check_claim(self, key: str) -> Claim:
+        """What `claim` would answer, without writing: for a caller whose queue write takes the
+        claim itself (the embedded store's inbox row, `enqueue_claimed`)."""
+        with self.read() as db:
+            row = db.execute(
+                "SELECT state FROM dedup WHERE key = ? AND expires_at > ?", (key, time.time())
+            ).fetchone()
+        if row is None:
+            return Claim.CLAIMED
+        return Claim.DUPLICATE if row["state"] == "done" else Claim.IN_PROGRESS
+
     def confirm(self, key: str, window_seconds: int) -> None:
+        """Mark `key` done for the window (written if it was never claimed in this table)."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE dedup SET state = 'done', expires_at = ? WHERE key = ?",
-                (time.time() + window_seconds, key),
+                "INSERT INTO dedup (key, state, expires_at) VALUES (?, 'done', ?)"
+                " ON CONFLICT (key) DO UPDATE SET state = 'done', expires_at = excluded.expires_at",
+                (key, time.time() + window_seconds),
             )
 
     def release(self, key: str) -> None:

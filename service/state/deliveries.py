@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from service.domain.command import LeadUpdateCommand
@@ -18,6 +18,9 @@ PARAMS_PER_STATEMENT = 500  # SQLite's limit on bound parameters is 999 on old b
 
 
 class DeliveriesMixin:
+    # From InboxMixin (an annotation, not a stub: a stub here would shadow it).
+    drain_inbox: Callable[[], int]
+
     def transaction(self) -> Any: ...
 
     def read(self) -> Any: ...
@@ -37,6 +40,7 @@ class DeliveriesMixin:
         waits, so commands for one lead and provider are applied in order. `per_group`: at
         most that many commands per group (1 when coalescing is off). `providers`: only these
         providers' deliveries (None: every provider's; empty: nothing, without a query)."""
+        self.drain_inbox()  # accepted commands join the queue here, before it is scanned
         if providers is not None and not providers:
             return []
         only = "" if providers is None else f" AND provider IN ({','.join('?' * len(providers))})"
@@ -268,6 +272,7 @@ class DeliveriesMixin:
 
     def queue_stats(self, now: float | None = None) -> dict[str, float]:
         now = now or time.time()
+        self.drain_inbox()
         with self.read() as db:
             row = db.execute(
                 "SELECT COUNT(*) AS depth, MIN(c.received_at) AS oldest FROM deliveries d"

@@ -65,6 +65,7 @@ class EventLogMixin:
     requeue: Callable[[LeadUpdateCommand], None] | None = None
     # From RateLimitSamplesMixin (an annotation, not a stub: a stub here would shadow it).
     rate_limit_samples: Callable[[float], dict[str, dict[str, Any]]]
+    drain_inbox: Callable[[], int]  # from InboxMixin: every read below sees accepted commands
 
     def transaction(self) -> Any: ...
 
@@ -74,6 +75,7 @@ class EventLogMixin:
         self, filter: EventFilter | None = None, limit: int = 100, after_seq: int = 0, **legacy: Any
     ) -> list[dict[str, Any]]:
         """One row per (command, provider) in queue order after the cursor `after_seq`."""
+        self.drain_inbox()
         event_filter = filter or EventFilter(**legacy)
         where, params = filter_sql(event_filter)
         sql = (
@@ -104,6 +106,7 @@ class EventLogMixin:
         ]
 
     def get_event(self, command_id: str) -> dict[str, Any] | None:
+        self.drain_inbox()
         with self.read() as db:
             row = db.execute("SELECT * FROM commands WHERE command_id = ?", (command_id,)).fetchone()
             if row is None:
@@ -161,6 +164,7 @@ class EventLogMixin:
     ) -> list[str]:
         """Send dead-lettered deliveries of a command again (fresh retry budget).
         `routed`: the providers the current config routes the command to, added if missing."""
+        self.drain_inbox()
         now = time.time()
         with self.transaction() as db:
             row = db.execute("SELECT seq, body FROM commands WHERE command_id = ?", (command_id,)).fetchone()
@@ -209,6 +213,7 @@ class EventLogMixin:
         currently routed providers to matching unrouted commands."""
         if filter.status not in (None, "dead_lettered", "unrouted"):
             return {"events": 0, "deliveries": 0}  # only dead letters (and unrouted events) are replayed
+        self.drain_inbox()
         event_filter = EventFilter(**{**filter.__dict__, "status": "dead_lettered"})
         where, params = filter_sql(event_filter)
         with self.read() as db:
@@ -254,6 +259,7 @@ class EventLogMixin:
         the oldest pending age, polling and the rate-limit budget the dispatchers sampled over
         the last five minutes; per source: accepted and duplicates; and a per-minute series of
         delivered and failed outcomes over the last hour."""
+        self.drain_inbox()
         hour_ago = now - HOUR
         with self.read() as db:
             by_status = db.execute(

@@ -6,9 +6,10 @@ caller with nobody leading becomes the leader: it takes the engine's write trans
 write lock, BEGIN IMMEDIATE), then takes every unit of work that arrived meanwhile, runs each
 inside its own savepoint, and commits once. A unit whose statements raise is rolled back to its
 savepoint and answered with its own error; its neighbours are unaffected. A failed BEGIN or
-COMMIT fails every unit of the batch. Nobody is answered before the commit has returned, so
-"answered" still means "durable". The leader then hands leadership to the oldest waiting
-caller, so no thread serves others for longer than one batch.
+COMMIT fails every unit of the batch. Right after the COMMIT the leader hands leadership to the
+oldest waiting caller, whose batch can begin while this one's commit is flushed to disk
+(`sync`); nobody is answered before that flush has returned, so "answered" still means
+"durable". No thread serves others for longer than one batch.
 
 A batch of one is the single-accept path: there is no second way to write.
 """
@@ -54,9 +55,12 @@ class GroupCommit:
         self,
         begin: Callable[[], AbstractContextManager[Any]],
         translate: Callable[[BaseException], StateUnavailable | None],
+        sync: Callable[[], None] = lambda: None,
     ) -> None:
+        """`sync`: makes what `begin()` committed durable (when its commit does not do it)."""
         self._begin = begin
         self._translate = translate
+        self._sync = sync
         self._mutex = threading.Lock()
         self._waiting: list[_Unit[Any]] = []
         self._leading = False
@@ -89,13 +93,17 @@ class GroupCommit:
 
     def _lead(self, own: _Unit[Any]) -> None:
         batch: list[_Unit[Any]] = []
+        handed_over = False
         try:
             with self._begin() as db:
                 # Taken after the write lock: everyone who arrived while we waited for it joins.
                 batch = self._take()
                 for unit in batch:
                     self._run_one(db, unit)
-        except BaseException as exc:  # the BEGIN or the COMMIT failed: nothing of the batch is durable
+            self._hand_over()
+            handed_over = True
+            self._sync()
+        except BaseException as exc:  # the BEGIN, COMMIT or sync failed: the batch is not durable
             batch = batch or self._take()
             for unit in batch:
                 # An interrupted leader (KeyboardInterrupt, SystemExit) is its own matter: the others retry.
@@ -104,7 +112,10 @@ class GroupCommit:
                     StateUnavailable("the shared transaction was interrupted") if interrupted else exc
                 )
         finally:
-            self._answer(batch)
+            if not handed_over:
+                self._hand_over()
+            for unit in batch:
+                unit.answered.set()
 
     def _take(self) -> list[_Unit[Any]]:
         with self._mutex:
@@ -126,7 +137,8 @@ class GroupCommit:
             unit.error = translated or exc
         db.execute(f"RELEASE {_SAVEPOINT}")
 
-    def _answer(self, batch: list[_Unit[Any]]) -> None:
+    def _hand_over(self) -> None:
+        """Wake the oldest waiting caller to lead the next batch, or end the leading."""
         with self._mutex:
             if self._waiting:
                 successor = self._waiting[0]
@@ -134,5 +146,3 @@ class GroupCommit:
                 successor.answered.set()
             else:
                 self._leading = False
-        for unit in batch:
-            unit.answered.set()

@@ -170,6 +170,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             ),
         ),
     ),
+    Migration(
+        6,
+        "the inbox: an accepted command in one row, moved on to the queue tables in batches",
+        (
+            _ddl(
+                "CREATE TABLE IF NOT EXISTS inbox (id {seq_pk}, command_id TEXT NOT NULL UNIQUE,"
+                " claim_key TEXT NOT NULL, claim_expires_at {float} NOT NULL, lead_key TEXT NOT NULL,"
+                " source TEXT NOT NULL, event_type TEXT NOT NULL, occurred_at TEXT NOT NULL,"
+                " received_at {float} NOT NULL, body TEXT NOT NULL, lead_id TEXT, lead_email TEXT,"
+                " lead_phone TEXT, providers TEXT NOT NULL, duplicates INTEGER NOT NULL DEFAULT 0)"
+            ),
+        ),
+    ),
 )
 
 

@@ -1,6 +1,6 @@
 """The one SQL implementation of the state interface: the store and the command queue's writes
-(the delivery rows, dedup keys, the event log, controls, rate-limit samples and the Kafka
-dispatch ledger are mixed in from sibling modules).
+(the inbox, the delivery rows, dedup keys, the event log, controls, rate-limit samples and the
+Kafka dispatch ledger are mixed in from sibling modules).
 
 A command row is written once; each delivery row moves
 `pending -> in_flight -> delivered | pending (retry) | polling | dead_lettered`.
@@ -19,13 +19,20 @@ from service.state.deliveries import DeliveriesMixin
 from service.state.dispatch_ledger import DispatchLedgerMixin
 from service.state.engine import Engine, Session
 from service.state.event_log import EventLogMixin
+from service.state.inbox import InboxMixin
 from service.state.rate_limit_samples import RateLimitSamplesMixin
 
 T = TypeVar("T")
 
 
 class SqlStateStore(
-    DedupKeysMixin, EventLogMixin, ControlsMixin, DeliveriesMixin, DispatchLedgerMixin, RateLimitSamplesMixin
+    DedupKeysMixin,
+    InboxMixin,
+    EventLogMixin,
+    ControlsMixin,
+    DeliveriesMixin,
+    DispatchLedgerMixin,
+    RateLimitSamplesMixin,
 ):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -114,7 +121,11 @@ class SqlStateStore(
 
     def note_duplicate(self, command_id: str) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE commands SET duplicates = duplicates + 1 WHERE command_id = ?", (command_id,))
+            counted = db.execute(
+                "UPDATE commands SET duplicates = duplicates + 1 WHERE command_id = ?", (command_id,)
+            ).rowcount
+            if not counted:
+                self.note_inbox_duplicate(db, command_id)
 
     def record_duplicate(self, command: LeadUpdateCommand, duplicate_of: str) -> None:
         """A double submit in the event log: the command, `duplicate_of`, and one row per

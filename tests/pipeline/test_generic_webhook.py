@@ -17,6 +17,7 @@ VECTORS = Path("/work/shared/research/standard-webhooks")
 
 
 def queued(service) -> int:
+    service.runtime.store.drain_inbox()  # accepted commands join the queue tables here
     with service.runtime.store.read() as db:
         return db.execute("SELECT COUNT(*) AS n FROM commands").fetchone()["n"]
 

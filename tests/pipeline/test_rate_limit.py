@@ -82,6 +82,7 @@ def test_events_arriving_behind_a_used_up_limit_are_not_claimed(make_service, tm
         dispatcher = service.dispatcher()
 
         def waiting_rows() -> list[tuple[str, float, float]]:
+            service.runtime.store.drain_inbox()  # accepted commands join the queue tables here
             with service.runtime.store.read() as db:
                 rows = db.execute(
                     "SELECT command_id, updated_at, next_attempt_at FROM deliveries"

@@ -135,6 +135,7 @@ def senders(make_service: Any, tmp_path: Path) -> Any:
 
 
 def queued(service: Any) -> int:
+    service.runtime.store.drain_inbox()  # accepted commands join the queue tables here
     with service.runtime.store.read() as db:
         row = db.execute("SELECT COUNT(*) AS n FROM commands").fetchone()
     return int(row["n"])

@@ -41,6 +41,7 @@ def post(service: Any, body: bytes, headers: dict[str, str] = SOAP) -> requests.
 
 
 def queued(service: Any) -> int:
+    service.runtime.store.drain_inbox()  # accepted commands join the queue tables here
     with service.runtime.store.read() as db:
         return int(db.execute("SELECT COUNT(*) AS n FROM commands").fetchone()["n"])
 
