@@ -154,7 +154,10 @@ class Ingestor:
         # In one transaction with the queue write the claim is confirmed as it is taken: one
         # statement fewer per accept, and nobody else could have seen it pending anyway.
         confirmed = self.claims_confirmed
-        if self.claims_in_queue:
+        latest_key = f"fpl:{command.source}:{command.lead_key}" if self.guards(command.source) else None
+        if self.claims_in_queue and not latest_key:
+            claim = Claim.CLAIMED  # the inbox row takes it, or finds it taken (below)
+        elif self.claims_in_queue:
             claim = self.dedup.check_claim(key)  # type: ignore[attr-defined]
         elif confirmed:
             claim = self.dedup.claim_confirmed(key, self.window)  # type: ignore[attr-defined]
@@ -165,7 +168,6 @@ class Ingestor:
                 self.queue.note_duplicate(command.command_id)
             log.info("event %s", claim.value, extra={"command_id": command.command_id, "dedup": "cmd"})
             return IngestResult(command.command_id, claim.value)
-        latest_key = f"fpl:{command.source}:{command.lead_key}" if self.guards(command.source) else None
         latest, stored = "", False
         try:
             if latest_key:
@@ -180,12 +182,15 @@ class Ingestor:
                 stored = True
             if self.claims_in_queue:
                 if not self.queue.enqueue_claimed(command, key, self.window):  # type: ignore[attr-defined]
-                    # A repeat of a command accepted moments ago, still in the inbox.
+                    # A repeat: of a command still in the inbox, or of one whose claim is live.
                     if latest_key and stored:
                         self._restore_latest(latest_key, latest)
-                    self.queue.note_duplicate(command.command_id)
-                    log.info("event duplicate", extra={"command_id": command.command_id, "dedup": "cmd"})
-                    return IngestResult(command.command_id, Claim.DUPLICATE.value)
+                    claim = self.dedup.check_claim(key)  # type: ignore[attr-defined]
+                    if claim is not Claim.IN_PROGRESS:
+                        claim = Claim.DUPLICATE
+                        self.queue.note_duplicate(command.command_id)
+                    log.info("event %s", claim.value, extra={"command_id": command.command_id, "dedup": "cmd"})
+                    return IngestResult(command.command_id, claim.value)
             else:
                 self.queue.enqueue(command)
         except BaseException:

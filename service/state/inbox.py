@@ -48,18 +48,20 @@ class InboxMixin:
 
     def enqueue_claimed(self, command: LeadUpdateCommand, claim_key: str, window_seconds: int) -> bool:
         """Queue the command durably (in the caller's transaction) and take its dedup claim
-        `claim_key` for `window_seconds`; False (nothing written) when the same command id is
-        already in the inbox, that is a duplicate not yet moved on."""
+        `claim_key` for `window_seconds`; False (nothing written) when the claim is taken: the
+        same command id is in the inbox (not yet moved on) or its dedup key is live. One
+        statement: each statement costs the writer a wait for the GIL among busy web threads."""
         now = time.time()
         lead = command.lead
         with self.transaction() as db:
             row = db.execute(
-                f"INSERT INTO inbox ({_INBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO inbox ({_INBOX_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM dedup WHERE key = ? AND expires_at > ?)"
                 " ON CONFLICT (command_id) DO NOTHING RETURNING id",
                 (
                     command.command_id, claim_key, now + window_seconds, command.lead_key, command.source,
                     command.event_type, command.occurred_at.isoformat(), now, command.to_json(),
-                    lead.id, lead.email, lead.phone, json.dumps(list(command.providers)),
+                    lead.id, lead.email, lead.phone, json.dumps(list(command.providers)), claim_key, now,
                 ),
             ).fetchone()  # fmt: skip
         return row is not None

@@ -175,6 +175,26 @@ def test_a_failing_unit_does_not_fail_its_batch(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_failing_unit_alone_in_its_batch_leaves_nothing_behind(tmp_path: Path) -> None:
+    # A batch of one runs without a savepoint: its failure must undo the whole transaction.
+    from service.state import migrate
+
+    store = SqlStateStore(SQLiteEngine(tmp_path / "state.db"))
+    migrate(store.engine)
+    written = make_command(5)
+
+    def half_done() -> None:
+        store.enqueue(written)
+        raise ValueError("the second half failed")
+
+    with pytest.raises(ValueError, match="second half"):
+        store.commit_together(half_done)
+    assert store.engine.group_commit.batches == 1
+    assert store.get_event(written.command_id) is None
+    assert store.commit_together(lambda: store.enqueue(written)) is True  # the engine still writes
+    store.close()
+
+
 def test_an_engine_error_in_a_unit_answers_state_unavailable(tmp_path: Path) -> None:
     from service.domain.state import StateUnavailable
     from service.state import migrate
