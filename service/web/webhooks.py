@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -43,6 +44,51 @@ def read_body() -> bytes:
         ) from None
 
 
+_BODY_HEADERS = {"CONTENT_TYPE", "CONTENT_LENGTH"}
+
+
+class EnvironHeaderView(Mapping[str, str]):
+    """The request's headers by lower-cased name, read from the WSGI environ on demand.
+
+    Adapters look up two or three headers; copying every header into a dict first cost more
+    than the look-ups. Answers exactly what `{k.lower(): v for k, v in request.headers.items()}`
+    held: no name with "_" (werkzeug lists HTTP_X_Y as x-y), an empty Content-Type or
+    Content-Length counts as absent, a client's own HTTP_CONTENT_TYPE is ignored."""
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        if "_" in name:
+            return default
+        key = name.upper().replace("-", "_")
+        if key in _BODY_HEADERS:
+            return self._environ.get(key) or default
+        value = self._environ.get("HTTP_" + key)
+        return default if value is None else value
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        for key, value in self._environ.items():
+            if key.startswith("HTTP_") and key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                yield key[5:].replace("_", "-").lower()
+            elif key in _BODY_HEADERS and value:
+                yield key.replace("_", "-").lower()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"EnvironHeaderView({dict(self)!r})"
+
+
 def inbound_request(
     source: str, path_params: dict[str, str] | None = None, with_url: bool = True
 ) -> InboundRequest:
@@ -51,15 +97,17 @@ def inbound_request(
     if with_url:
         public_base = current_app.config["LEADRELAY"]["server"].get("public_base_url")
         url = (public_base.rstrip("/") + request.full_path.rstrip("?")) if public_base else request.url
+    environ = request.environ
     return InboundRequest(
         source=source,
         body=read_body(),
-        headers={k.lower(): v for k, v in request.headers.items()},
-        method=request.method,
+        headers=EnvironHeaderView(environ),
+        method=environ.get("REQUEST_METHOD", "GET").upper(),
         url=url,
-        query=request.args.to_dict(),
+        # Most senders send no query string: no MultiDict parsed for them.
+        query=request.args.to_dict() if environ.get("QUERY_STRING") else {},
         path_params=path_params or {},
-        content_type=request.content_type or "",
+        content_type=environ.get("CONTENT_TYPE") or "",
         received_at=time.time(),
         transport="http",
     )

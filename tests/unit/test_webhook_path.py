@@ -1,0 +1,56 @@
+"""The webhook path's shortcuts answer exactly what the Flask/werkzeug machinery they replace did."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from werkzeug.datastructures import EnvironHeaders
+
+from service.web.webhooks import EnvironHeaderView
+
+ENVIRONS: list[dict[str, Any]] = [
+    {
+        "REQUEST_METHOD": "POST",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": "12",
+        "HTTP_HOST": "example.com",
+        "HTTP_WEBHOOK_ID": "msg_1",
+        "HTTP_X_EMPTY": "",
+        "HTTP_CONTENT_TYPE": "text/evil",
+        "HTTP_CONTENT_LENGTH": "99",
+        "wsgi.url_scheme": "http",
+    },
+    {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "", "CONTENT_LENGTH": "", "HTTP_X_API_KEY": "k"},
+    {"REQUEST_METHOD": "GET"},
+]
+NAMES = [
+    "content-type",
+    "Content-Type",
+    "content-length",
+    "host",
+    "webhook-id",
+    "Webhook-Id",
+    "x-empty",
+    "x-api-key",
+    "X_API_KEY",
+    "x_api_key",
+    "missing",
+    "http-host",
+]
+
+
+@pytest.mark.parametrize("environ", ENVIRONS)
+def test_header_view_answers_what_the_lowered_dict_held(environ: dict[str, Any]) -> None:
+    eager = {k.lower(): v for k, v in EnvironHeaders(environ).items()}
+    view = EnvironHeaderView(environ)
+    assert dict(view) == eager
+    assert len(view) == len(eager)
+    for name in NAMES:
+        assert view.get(name.lower()) == eager.get(name.lower()), name
+        assert (name.lower() in view) == (name.lower() in eager), name
+        if name.lower() in eager:
+            assert view[name.lower()] == eager[name.lower()]
+        else:
+            with pytest.raises(KeyError):
+                view[name.lower()]
