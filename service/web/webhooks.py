@@ -3,12 +3,14 @@ sender. The adapter verifies, validates and normalises; the ingestor dedups and 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from service import metrics
@@ -22,11 +24,26 @@ log = logging.getLogger("leadrelay.webhooks")
 webhooks = Blueprint("webhooks", __name__)
 
 
+# What `jsonify` writes outside debug mode (Flask's DefaultJSONProvider: sorted keys, ASCII,
+# compact, its `default` for dates and dataclasses), with one encoder built once: jsonify
+# builds an encoder and goes through the provider on every call (~3 us of every webhook).
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=DefaultJSONProvider.default
+)
+
+
+def json_response(body: Any, status: int = 200) -> tuple[Response, int]:
+    """`jsonify(body), status` in the same bytes and content type, built more cheaply."""
+    if current_app.debug:
+        return jsonify(body), status  # indented, as jsonify does in debug mode
+    return Response(_ENCODER.encode(body) + "\n", status, content_type="application/json"), status
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> tuple[Response, int]:
     body: dict[str, Any] = {"error": message, "code": code}
     if details:
         body["details"] = details
-    return jsonify(body), status
+    return json_response(body, status)
 
 
 def read_body() -> bytes:
@@ -164,7 +181,7 @@ def handle(
         metrics.MAPPINGS_SKIPPED.labels(source=source).inc(normalised.skipped_mappings)
     if not normalised.commands:
         metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="ignored").inc()
-        return jsonify({"status": "ignored", "ignored": normalised.ignored}), 200
+        return json_response({"status": "ignored", "ignored": normalised.ignored}, 200)
 
     results: list[IngestResult] = []
     try:
@@ -210,7 +227,7 @@ def ingest_response(
             for r in results
         ]
     body.update({key: value for key, value in (extra or {}).items() if value})
-    return jsonify(body), 202 if outcome == "accepted" else 200
+    return json_response(body, 202 if outcome == "accepted" else 200)
 
 
 @webhooks.route("/webhooks/<source>", methods=["GET"])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from flask import Flask, jsonify
 from werkzeug.datastructures import EnvironHeaders
 
-from service.web.webhooks import EnvironHeaderView
+from service.web.app import GuardedJSONProvider
+from service.web.webhooks import EnvironHeaderView, json_response
 
 ENVIRONS: list[dict[str, Any]] = [
     {
@@ -54,3 +57,26 @@ def test_header_view_answers_what_the_lowered_dict_held(environ: dict[str, Any])
         else:
             with pytest.raises(KeyError):
                 view[name.lower()]
+
+
+BODIES: list[Any] = [
+    {"status": "accepted", "command_id": "generic:1", "matched_fields": {"email": "E-Mail"}},
+    {"error": "the payload is not valid", "code": "VALIDATION_ERROR", "details": {"lead": ["x"]}},
+    {"status": "ignored", "ignored": ["form.viewed", "ünïcode ☃"], "b": None, "a": [1, 2.5, True]},
+    {"when": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)},
+    [],
+]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("body", BODIES)
+def test_json_response_is_what_jsonify_answered(body: Any, debug: bool) -> None:
+    app = Flask("t")
+    app.json = GuardedJSONProvider(app)
+    app.debug = debug
+    with app.app_context():
+        ours = app.make_response(json_response(body, 202))
+        theirs = app.make_response((jsonify(body), 202))
+    assert ours.status_code == theirs.status_code == 202
+    assert ours.get_data() == theirs.get_data()
+    assert list(ours.headers.items()) == list(theirs.headers.items())
