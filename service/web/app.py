@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 from flask import Flask, g, request
@@ -13,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from service import metrics
 from service.config import Config, load_config
 from service.domain.state import StateUnavailable
-from service.logs import configure_logging, request_id_var
+from service.logs import configure_logging, new_request_id, request_id_var
 from service.pipeline.ingest import QueueUnavailable
 from service.runtime import Runtime, build_runtime
 from service.sources.base import BodyUnreadable
@@ -67,7 +66,8 @@ def create_app(config: Config | None = None, runtime: Runtime | None = None) -> 
 
     @app.before_request
     def assign_request_id() -> None:
-        rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        # The environ key is what request.headers.get("X-Request-Id") reads, without the proxy.
+        rid = request.environ.get("HTTP_X_REQUEST_ID") or new_request_id()
         g.request_id = rid[:64]
         request_id_var.set(g.request_id)
 

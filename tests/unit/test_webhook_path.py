@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from flask import Flask, jsonify
 from werkzeug.datastructures import EnvironHeaders
 
+from service.logs import new_request_id
 from service.web.app import GuardedJSONProvider
 from service.web.webhooks import EnvironHeaderView, json_response
 
@@ -80,3 +82,19 @@ def test_json_response_is_what_jsonify_answered(body: Any, debug: bool) -> None:
     assert ours.status_code == theirs.status_code == 202
     assert ours.get_data() == theirs.get_data()
     assert list(ours.headers.items()) == list(theirs.headers.items())
+
+
+def test_request_ids_are_32_hex_digits_and_a_forked_child_draws_its_own_prefix() -> None:
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(rid) == 32 and int(rid, 16) >= 0 for rid in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its id and leave without running pytest's teardown
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert len(child) == 32 and child[:16] != new_request_id()[:16]
