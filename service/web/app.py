@@ -96,7 +96,7 @@ def create_app(config: Config | None = None, runtime: Runtime | None = None) -> 
         if request.endpoint == "webhooks.receive":
             source = (request.view_args or {}).get("source", "")
             source = source if source in runtime.adapters else "unknown"
-            metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome=code.lower()).inc()
+            metrics.count_webhook(source, code.lower())
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

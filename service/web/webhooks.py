@@ -140,7 +140,7 @@ def receive(source: str, token: str | None = None) -> Any:
     runtime = _runtime()
     adapter = runtime.adapters.get(source)
     if adapter is None:
-        metrics.WEBHOOKS_RECEIVED.labels(source="unknown", outcome="unknown_source").inc()
+        metrics.count_webhook("unknown", "unknown_source")
         return error_response(404, "UNKNOWN_SOURCE", f"no source named {source!r} is configured")
     response, status = handle(runtime, adapter, source, {"token": token} if token else None)
     if type(adapter).answer is SourceAdapter.answer:
@@ -164,7 +164,7 @@ def handle(
         normalised = adapter.normalise(payload, inbound)
         runtime.ingestor.refuse_unconvertible(normalised.commands)
     except AdapterError as exc:
-        metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome=exc.code.lower()).inc()
+        metrics.count_webhook(source, exc.code.lower())
         log.info(
             "webhook rejected: %s",
             exc.message,
@@ -180,7 +180,7 @@ def handle(
     if normalised.skipped_mappings:
         metrics.MAPPINGS_SKIPPED.labels(source=source).inc(normalised.skipped_mappings)
     if not normalised.commands:
-        metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="ignored").inc()
+        metrics.count_webhook(source, "ignored")
         return json_response({"status": "ignored", "ignored": normalised.ignored}, 200)
 
     results: list[IngestResult] = []
@@ -188,7 +188,7 @@ def handle(
         for command in normalised.commands:
             results.append(runtime.ingestor.accept(command))
     except (QueueUnavailable, DedupUnavailable, StateUnavailable) as exc:
-        metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="unavailable").inc()
+        metrics.count_webhook(source, "unavailable")
         log.warning("cannot accept work now: %s", exc, extra={"source": source})
         response, status = error_response(
             503, "UNAVAILABLE", "leadrelay cannot take events right now; retry later"
@@ -206,14 +206,14 @@ def ingest_response(
     # A 2xx must mean every command is durably queued: one still being accepted by a concurrent
     # request (which may yet fail) makes the whole answer a retry; the others dedup on it.
     if "in_progress" in statuses:
-        metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome="in_progress").inc()
+        metrics.count_webhook(source, "in_progress")
         response, status = error_response(
             503, "IN_PROGRESS", "this event is being accepted by another request; retry later"
         )
         response.headers["Retry-After"] = "2"
         return response, status
     outcome = "accepted" if "accepted" in statuses else "duplicate"
-    metrics.WEBHOOKS_RECEIVED.labels(source=source, outcome=outcome).inc()
+    metrics.count_webhook(source, outcome)
     body: dict[str, Any] = {"status": outcome}
     if len(results) == 1:
         body["command_id"] = results[0].command_id

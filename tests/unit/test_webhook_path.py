@@ -10,6 +10,7 @@ import pytest
 from flask import Flask, jsonify
 from werkzeug.datastructures import EnvironHeaders
 
+from service import metrics
 from service.logs import new_request_id
 from service.web.app import GuardedJSONProvider
 from service.web.webhooks import EnvironHeaderView, json_response
@@ -98,3 +99,11 @@ def test_request_ids_are_32_hex_digits_and_a_forked_child_draws_its_own_prefix()
     os.close(read)
     os.close(write)
     assert len(child) == 32 and child[:16] != new_request_id()[:16]
+
+
+def test_count_webhook_counts_on_the_labelled_child() -> None:
+    child = metrics.WEBHOOKS_RECEIVED.labels(source="unit-test", outcome="accepted")
+    before = child._value.get()
+    metrics.count_webhook("unit-test", "accepted")
+    metrics.count_webhook("unit-test", "accepted")
+    assert child._value.get() == before + 2
