@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +12,10 @@ from flask import Flask, jsonify
 from werkzeug.datastructures import EnvironHeaders
 
 from service import metrics
+from service.domain.command import LeadIdentity
 from service.logs import new_request_id
+from service.sources.base import InboundRequest, PayloadInvalid
+from service.sources.generic.adapter import GenericAdapter
 from service.web.app import GuardedJSONProvider
 from service.web.webhooks import EnvironHeaderView, json_response
 
@@ -107,3 +111,28 @@ def test_count_webhook_counts_on_the_labelled_child() -> None:
     metrics.count_webhook("unit-test", "accepted")
     metrics.count_webhook("unit-test", "accepted")
     assert child._value.get() == before + 2
+
+
+@pytest.mark.parametrize(
+    ("event", "details"),
+    [
+        ({"lead": {}, "changes": {}}, {"lead._schema": ["at least one of id, email or phone is required"]}),
+        ({"lead": {"email": "nope"}, "changes": {}}, {"lead.email": ["Not a valid email address."]}),
+        ({"lead": {"email": "a@b.co", "x": 1}, "changes": {}}, {"lead.x": ["Unknown field."]}),
+        ({"lead": "a@b.co", "changes": {}}, {"lead._schema": ["Invalid input type."]}),
+        ({"lead": {"id": "1"}, "changes": []}, {"changes": ["Not a valid mapping type."]}),
+    ],
+)
+def test_canonical_event_refusals(event: dict[str, Any], details: dict[str, Any]) -> None:
+    adapter = GenericAdapter("generic", {"secrets": []})
+    with pytest.raises(PayloadInvalid) as refused:
+        adapter.parse(InboundRequest(source="generic", body=json.dumps(event).encode()))
+    assert refused.value.details == details
+
+
+def test_canonical_event_lead_is_a_normalised_identity() -> None:
+    adapter = GenericAdapter("generic", {"secrets": []})
+    event = {"lead": {"email": " Jane@Example.COM", "phone": "+1 415 555 0100"}, "changes": {"city": "X"}}
+    payload = adapter.parse(InboundRequest(source="generic", body=json.dumps(event).encode()))
+    assert payload["lead"] == LeadIdentity(email="jane@example.com", phone="+14155550100")
+    assert payload["changes"] == {"city": "X"} and payload["metadata"] == {}
