@@ -32,6 +32,21 @@ WEBHOOKS_RECEIVED = Counter(
     "Inbound webhook requests by source and outcome",
     ["source", "outcome"],
 )
+# WEBHOOKS_RECEIVED children by (source, outcome): `labels()` checks names and takes a lock
+# on every call, a cost on every webhook. Both labels are bounded (configured sources, our
+# outcome codes), so the cache is too.
+_webhook_counts: dict[tuple[str, str], Any] = {}
+
+
+def count_webhook(source: str, outcome: str) -> None:
+    """`WEBHOOKS_RECEIVED.labels(source=source, outcome=outcome).inc()`, the child cached."""
+    child = _webhook_counts.get((source, outcome))
+    if child is None:
+        child = WEBHOOKS_RECEIVED.labels(source=source, outcome=outcome)
+        _webhook_counts[(source, outcome)] = child
+    child.inc()
+
+
 COMMANDS_QUEUED = Counter("leadrelay_commands_queued_total", "Commands durably queued", ["source"])
 DOUBLE_SUBMITS = Counter(
     "leadrelay_double_submits_total",

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import phonenumbers
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
 SCHEMA_VERSION = "lead-update/v1"
 
@@ -247,21 +247,31 @@ class NormalisedEmail(fields.Email):
 
 
 class LeadIdentitySchema(Schema):
+    """The lead's identifiers as fields; `LeadIdentityField` adds the one-of rule and builds
+    the LeadIdentity. Not schema hooks: marshmallow's hook machinery cost about 3 us of every
+    webhook, and the field answers the same (the rule's error under "_schema", only when
+    every field is valid; the object only when nothing failed)."""
+
     id = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200))
     email = NormalisedEmail(load_default=None, allow_none=True)
     phone = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=3, max=40))
 
-    @validates_schema
-    def _needs_one(self, data: dict[str, Any], **_: Any) -> None:
-        if not (data.get("id") or data.get("email") or data.get("phone")):
-            raise ValidationError("at least one of id, email or phone is required", "_schema")
 
-    @post_load
-    def _make(self, data: dict[str, Any], **_: Any) -> LeadIdentity:
+class LeadIdentityField(fields.Nested):
+    """`lead`: a LeadIdentitySchema object with at least one of id, email or phone, loaded
+    as a LeadIdentity."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(LeadIdentitySchema, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> LeadIdentity:
+        loaded = super()._deserialize(value, attr, data, **kwargs)
+        if not (loaded.get("id") or loaded.get("email") or loaded.get("phone")):
+            raise ValidationError({"_schema": ["at least one of id, email or phone is required"]})
         return LeadIdentity(
-            id=data.get("id"),
-            email=normalise_email(data.get("email")),
-            phone=normalise_phone(data.get("phone")),
+            id=loaded.get("id"),
+            email=normalise_email(loaded.get("email")),
+            phone=normalise_phone(loaded.get("phone")),
         )
 
 
@@ -310,7 +320,7 @@ class LeadUpdateCommandSchema(Schema):
     source = fields.String(required=True)
     event_type = fields.String(required=True)
     occurred_at = fields.AwareDateTime(required=True, default_timezone=UTC)
-    lead = fields.Nested(LeadIdentitySchema, required=True)
+    lead = LeadIdentityField(required=True)
     changes = fields.Dict(keys=fields.String(), load_default=dict, validate=validate_changes)
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
     providers = fields.List(fields.String(), load_default=list)

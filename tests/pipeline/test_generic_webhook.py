@@ -214,3 +214,15 @@ def test_readiness_names_a_provider_without_credentials(make_service, tmp_path) 
     ready = requests.get(f"{service.url}/readyz", timeout=5)
     assert ready.status_code == 503
     assert any("api_key not configured" in reason for reason in ready.json()["reasons"])
+
+
+def test_request_id_is_echoed_or_assigned(service) -> None:
+    body = json.dumps(canonical_event("rid@example.com")).encode()
+    given = _post(service, body, {**signed_headers(body, "msg_rid_1"), "X-Request-Id": "r" * 80})
+    assert given.status_code == 202 and given.headers["X-Request-Id"] == "r" * 64
+    assigned = [
+        _post(service, body, signed_headers(body, f"msg_rid_{i}")).headers["X-Request-Id"] for i in (2, 3)
+    ]
+    assert assigned[0] != assigned[1] and all(len(rid) == 32 and int(rid, 16) >= 0 for rid in assigned)
+    unknown = requests.post(f"{service.url}/webhooks/nope", data=b"{}", timeout=10)
+    assert unknown.status_code == 404 and len(unknown.headers["X-Request-Id"]) == 32

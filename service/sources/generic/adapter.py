@@ -21,7 +21,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from service.domain.command import (
-    LeadIdentitySchema,
+    LeadIdentityField,
     LeadUpdateCommand,
     make_command_id,
     validate_event_changes,
@@ -45,9 +45,11 @@ class CanonicalEventSchema(Schema):
     event_id = fields.String(load_default=None, validate=validate.Length(min=1, max=256))
     event_type = fields.String(load_default="lead.updated", validate=validate.Length(min=1, max=128))
     occurred_at = fields.AwareDateTime(load_default=None, default_timezone=UTC)
-    lead = fields.Nested(LeadIdentitySchema, required=True)
-    changes = fields.Dict(keys=fields.String(), required=True, validate=validate_event_changes)
-    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+    lead = LeadIdentityField(required=True)
+    # No `keys=fields.String()`: a JSON object's keys are always strings, and the key field
+    # cost a deserialize per key (~1 us each) for the same answer.
+    changes = fields.Dict(required=True, validate=validate_event_changes)
+    metadata = fields.Dict(load_default=dict)
 
 
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
