@@ -73,9 +73,11 @@ def queued_commands(db_path: Path, tag: str) -> int:
     """Commands queued durably: on the queue tables, or still in the inbox (not yet moved on)."""
     pattern = (f"generic:{tag}-%",)
     with sqlite3.connect(db_path) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         return sum(
             db.execute(f"SELECT COUNT(*) FROM {table} WHERE command_id LIKE ?", pattern).fetchone()[0]
             for table in ("commands", "inbox")
+            if table in tables  # an older tree (`--before`) has no inbox
         )
 
 
