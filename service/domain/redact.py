@@ -19,6 +19,9 @@ _SECRET_QUERY = re.compile(
     r"(?i)((?:access_?key|secret_?key|api_?key|token|access_token|password|secret|hapikey|google_key)=)[^&\s\"']+"
 )
 _AUTH_HEADER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+# What every _AUTH_HEADER match contains, under the same flags: searched first because it is
+# several times cheaper than the full pattern, and log lines rarely contain either word.
+_AUTH_SCHEME = re.compile(r"(?i)b(?:earer|asic)")
 _SECRET_HEADER = re.compile(
     r"(?i)((?:x-api-key|x-lsq-accesskey|x-lsq-secretkey)[\"']?\s*[:=]\s*[\"']?)[^\"',\s}]+"
 )
@@ -65,8 +68,12 @@ def redact(text: str) -> str:
     pattern = _pattern
     if pattern is not None:
         text = pattern.sub(MASK, text)
-    text = _SECRET_QUERY.sub(rf"\1{MASK}", text)
-    text = _AUTH_HEADER.sub(rf"\1 {MASK}", text)
+    # Every log line goes through here (two per accepted webhook): the full patterns run only
+    # where a match is possible; _SECRET_QUERY alone cost about 20 us per line.
+    if "=" in text:  # a query-style secret is always `name=value`
+        text = _SECRET_QUERY.sub(rf"\1{MASK}", text)
+    if _AUTH_SCHEME.search(text):
+        text = _AUTH_HEADER.sub(rf"\1 {MASK}", text)
     return _SECRET_HEADER.sub(rf"\1{MASK}", text)
 
 
