@@ -164,10 +164,7 @@ class Ingestor:
         else:
             claim = self.dedup.claim(key, self.pending)
         if claim is not Claim.CLAIMED:
-            if claim is Claim.DUPLICATE:
-                self.queue.note_duplicate(command.command_id)
-            log.info("event %s", claim.value, extra={"command_id": command.command_id, "dedup": "cmd"})
-            return IngestResult(command.command_id, claim.value)
+            return self._repeat(command, claim)
         latest, stored = "", False
         try:
             if latest_key:
@@ -186,11 +183,7 @@ class Ingestor:
                     if latest_key and stored:
                         self._restore_latest(latest_key, latest)
                     claim = self.dedup.check_claim(key)  # type: ignore[attr-defined]
-                    if claim is not Claim.IN_PROGRESS:
-                        claim = Claim.DUPLICATE
-                        self.queue.note_duplicate(command.command_id)
-                    log.info("event %s", claim.value, extra={"command_id": command.command_id, "dedup": "cmd"})
-                    return IngestResult(command.command_id, claim.value)
+                    return self._repeat(command, claim if claim is Claim.IN_PROGRESS else Claim.DUPLICATE)
             else:
                 self.queue.enqueue(command)
         except BaseException:
@@ -202,6 +195,14 @@ class Ingestor:
         if not confirmed:
             self.dedup.confirm(key, self.window)
         return IngestResult(command.command_id, "accepted", command.providers)
+
+    def _repeat(self, command: LeadUpdateCommand, claim: Claim) -> IngestResult:
+        """A command id seen before: counted on the original (duplicate), or still being
+        accepted elsewhere (in_progress: the sender retries)."""
+        if claim is Claim.DUPLICATE:
+            self.queue.note_duplicate(command.command_id)
+        log.info("event %s", claim.value, extra={"command_id": command.command_id, "dedup": "cmd"})
+        return IngestResult(command.command_id, claim.value)
 
     def _double_submit(self, command: LeadUpdateCommand, key: str, duplicate_of: str) -> IngestResult:
         """Recorded in the event log (status `duplicate`, nothing to deliver) and counted."""
