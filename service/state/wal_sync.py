@@ -13,6 +13,8 @@ from pathlib import Path
 from service.domain.state import StateUnavailable
 
 _COUNTERS = struct.Struct("<QQ")  # commits numbered so far, commits known to be on disk
+_COUNTER = struct.Struct("<Q")
+_COMMITTED, _FLUSHED = 0, 8  # byte offsets in the counter file
 
 
 class WalSync:
@@ -40,10 +42,10 @@ class WalSync:
 
     def committed(self) -> int:
         """Number the commit that just returned; call it while still holding the write lock."""
-        done = _COUNTERS.unpack_from(self._counters)[0] + 1
+        done = self._read(_COMMITTED) + 1
         # Only the first counter: a flusher in another process may be writing the second.
-        struct.pack_into("<Q", self._counters, 0, done)
-        return int(done)
+        _COUNTER.pack_into(self._counters, _COMMITTED, done)
+        return done
 
     def durable(self, commit: int) -> None:
         """Return once commit number `commit` is on disk; StateUnavailable if a flush fails."""
@@ -54,15 +56,24 @@ class WalSync:
             try:
                 if self._flushed() >= commit:
                     return  # the flush we waited for covered it
-                covers = _COUNTERS.unpack_from(self._counters)[0]
+                covers = self._read(_COMMITTED)
                 self._flush()
                 # Under the flush lock nobody else writes `flushed`; commits may move on.
-                struct.pack_into("<Q", self._counters, 8, max(self._flushed(), covers))
+                _COUNTER.pack_into(self._counters, _FLUSHED, max(self._flushed(), covers))
             finally:
                 fcntl.flock(self._flush_lock, fcntl.LOCK_UN)
 
     def _flushed(self) -> int:
-        return int(_COUNTERS.unpack_from(self._counters)[1])
+        return self._read(_FLUSHED)
+
+    def _read(self, offset: int) -> int:
+        """A counter another process may be writing: an aligned 8-byte store is one instruction
+        on the machines we run on, but a value read while it changes is read again rather than
+        trusted (a number too high would skip a flush)."""
+        while True:
+            first = _COUNTER.unpack_from(self._counters, offset)[0]
+            if _COUNTER.unpack_from(self._counters, offset)[0] == first:
+                return int(first)
 
     def _flush(self) -> None:
         try:
