@@ -115,7 +115,9 @@ class Ingestor:
         if problems:
             raise PayloadInvalid("a change does not have the type a provider's contract declares", problems)
 
-    def accept(self, command: LeadUpdateCommand) -> IngestResult:
+    def accept(self, command: LeadUpdateCommand, log_level: int = logging.INFO) -> IngestResult:
+        """`log_level` of the "command queued" line: a caller whose request is logged anyway
+        (the web's access log) passes DEBUG, so an accept is one log line, not two."""
         # Only the dedup and queue writes run inside the shared transaction: with the embedded
         # store it holds the database's write lock, which every web thread and worker takes in
         # turn.
@@ -123,8 +125,9 @@ class Ingestor:
         result = self.commit_together(lambda: self._accept(command))
         if result.status == "accepted":
             metrics.COMMANDS_QUEUED.labels(source=command.source).inc()
-            if log.isEnabledFor(logging.INFO):
-                log.info(
+            if log.isEnabledFor(log_level):
+                log.log(
+                    log_level,
                     "command queued",
                     extra={
                         "command_id": command.command_id,
