@@ -95,14 +95,14 @@ def start_bare_flask(workdir: Path, workers: int, threads: int) -> Server:
 
 def serve_config(workdir: Path, provider_url: str, workers: int, threads: int, **overrides: Any) -> Path:
     """A leadrelay config: the generic source -> LeadSquared at `provider_url` without a rate
-    limit (unless overridden), the default dispatcher settings (the test defaults poll faster), logs at WARNING."""
+    limit (unless overridden), the default dispatcher settings (the test defaults poll faster), logs at the default level (INFO)."""
     raw = base_config(workdir, provider_url)
     # No limit to speak of (the simulator enforces none): without one the handler's default,
     # LeadSquared's 25 calls per 5 s, would be the whole delivery rate.
     unlimited = {"calls": 1_000_000, "per_seconds": 1}
     raw["providers"]["leadsquared"].update(access_key="bench-ak", secret_key="bench-sk", rate_limit=unlimited)
     raw["server"].update(workers=workers, threads=threads, metrics_port=0)
-    raw["logging"]["level"] = "WARNING"
+    raw["logging"]["level"] = "INFO"  # the default: what a user running leadrelay pays for logs
     raw["dispatcher"] = {}
     raw = deep_merge(raw, overrides)
     path = workdir / "leadrelay.yaml"
