@@ -76,6 +76,7 @@ ACCESS_FIELDS = {
     "duration_ms": "M",
     "remote": "h",
     "request_id": "{x-request-id}o",
+    "command_id": "{x-command-id}o",  # a webhook that queued (or repeated) one command
     "user_agent": "a",
 }
 

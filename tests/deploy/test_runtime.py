@@ -233,7 +233,9 @@ def test_app_lines_carry_request_or_command_ids(run: Stack) -> None:
     web = [e for e in parsed(run.web.lines()) if e["logger"].startswith("leadrelay.")]
     request_scoped = [e for e in web if e["logger"] in ("leadrelay.webhooks", "leadrelay.ingest")]
     assert request_scoped and all(e.get("request_id") for e in request_scoped)
-    assert any(e.get("request_id") == "req-deploy-0" and e.get("command_id") for e in request_scoped)
+    # A webhook that queued one command: its access-log line ties the request to the command.
+    access = [e for e in parsed(run.web.lines()) if e["logger"] == "gunicorn.access"]
+    assert any(e.get("request_id") == "req-deploy-0" and e.get("command_id") for e in access)
     dispatcher = [
         e
         for e in parsed(run.dispatcher.lines())
