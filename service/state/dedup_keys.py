@@ -7,6 +7,17 @@ from typing import Any
 
 from service.domain.state import Claim
 
+# A claim marked done until `expires_at` (written if it was never taken in this table).
+CONFIRM_CLAIM = (
+    "INSERT INTO dedup (key, state, expires_at) VALUES (?, 'done', ?)"
+    " ON CONFLICT (key) DO UPDATE SET state = 'done', expires_at = excluded.expires_at"
+)
+
+
+def _held(row: Any) -> Claim:
+    """What a live claim row answers a newcomer."""
+    return Claim.DUPLICATE if row["state"] == "done" else Claim.IN_PROGRESS
+
 
 class DedupKeysMixin:
     def transaction(self) -> Any: ...
@@ -39,7 +50,7 @@ class DedupKeysMixin:
             if taken is not None:
                 return Claim.CLAIMED
             row = db.execute("SELECT state FROM dedup WHERE key = ?", (key,)).fetchone()
-        return Claim.DUPLICATE if row is not None and row["state"] == "done" else Claim.IN_PROGRESS
+        return Claim.IN_PROGRESS if row is None else _held(row)
 
     def check_claim(self, key: str) -> Claim:
         """What `claim` would answer, without writing: for a caller whose queue write takes the
@@ -48,18 +59,12 @@ class DedupKeysMixin:
             row = db.execute(
                 "SELECT state FROM dedup WHERE key = ? AND expires_at > ?", (key, time.time())
             ).fetchone()
-        if row is None:
-            return Claim.CLAIMED
-        return Claim.DUPLICATE if row["state"] == "done" else Claim.IN_PROGRESS
+        return Claim.CLAIMED if row is None else _held(row)
 
     def confirm(self, key: str, window_seconds: int) -> None:
         """Mark `key` done for the window (written if it was never claimed in this table)."""
         with self.transaction() as db:
-            db.execute(
-                "INSERT INTO dedup (key, state, expires_at) VALUES (?, 'done', ?)"
-                " ON CONFLICT (key) DO UPDATE SET state = 'done', expires_at = excluded.expires_at",
-                (key, time.time() + window_seconds),
-            )
+            db.execute(CONFIRM_CLAIM, (key, time.time() + window_seconds))
 
     def release(self, key: str) -> None:
         with self.transaction() as db:

@@ -25,8 +25,18 @@ import time
 from typing import Any
 
 from service.domain.command import LeadUpdateCommand
+from service.state.dedup_keys import CONFIRM_CLAIM
 
 DRAIN_CHUNK = 1000  # rows moved per transaction: bounds how long one move holds the write lock
+
+# The queue's own statements, shared with the direct path (`SqlStateStore._queue`).
+INSERT_PENDING_DELIVERY = (
+    "INSERT INTO deliveries (command_id, provider, seq, lead_key, status, next_attempt_at, updated_at)"
+    " VALUES (?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (command_id, provider) DO NOTHING"
+)
+INSERT_RECEIVED = (
+    "INSERT INTO history (command_id, provider, at, status, detail) VALUES (?, NULL, ?, 'received', ?)"
+)
 
 _INBOX_COLUMNS = (
     "command_id, claim_key, claim_expires_at, lead_key, source, event_type, occurred_at, received_at,"
@@ -129,25 +139,14 @@ class InboxMixin:
                 )
                 history.append((r["command_id"], at, r["source"]))
             if deliveries:
-                db.executemany(
-                    "INSERT INTO deliveries (command_id, provider, seq, lead_key, status, next_attempt_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (command_id, provider) DO NOTHING",
-                    deliveries,
-                )
+                db.executemany(INSERT_PENDING_DELIVERY, deliveries)
             if history:
-                db.executemany(
-                    "INSERT INTO history (command_id, provider, at, status, detail) VALUES (?, NULL, ?, 'received', ?)",
-                    history,
-                )
+                db.executemany(INSERT_RECEIVED, history)
             # Still on record from long ago (its dedup key expired first): a repeat, not queued.
             repeats = [(1 + r["duplicates"], r["command_id"]) for r in rows if r["command_id"] not in queued]
             if repeats:
                 db.executemany(
                     "UPDATE commands SET duplicates = duplicates + ? WHERE command_id = ?", repeats
                 )
-            db.executemany(
-                "INSERT INTO dedup (key, state, expires_at) VALUES (?, 'done', ?)"
-                " ON CONFLICT (key) DO UPDATE SET state = 'done', expires_at = excluded.expires_at",
-                [(r["claim_key"], r["claim_expires_at"]) for r in rows],
-            )
+            db.executemany(CONFIRM_CLAIM, [(r["claim_key"], r["claim_expires_at"]) for r in rows])
         return len(rows)

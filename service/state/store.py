@@ -19,7 +19,7 @@ from service.state.deliveries import DeliveriesMixin
 from service.state.dispatch_ledger import DispatchLedgerMixin
 from service.state.engine import Engine, Session
 from service.state.event_log import EventLogMixin
-from service.state.inbox import InboxMixin
+from service.state.inbox import INSERT_PENDING_DELIVERY, INSERT_RECEIVED, InboxMixin
 from service.state.rate_limit_samples import RateLimitSamplesMixin
 
 T = TypeVar("T")
@@ -83,10 +83,7 @@ class SqlStateStore(
         if seq is None:
             return False
         self._add_deliveries(db, seq, command, command.providers, received_at)
-        db.execute(
-            "INSERT INTO history (command_id, provider, at, status, detail) VALUES (?, NULL, ?, 'received', ?)",
-            (command.command_id, received_at, command.source),
-        )
+        db.execute(INSERT_RECEIVED, (command.command_id, received_at, command.source))
         return True
 
     @staticmethod
@@ -113,11 +110,7 @@ class SqlStateStore(
     ) -> None:
         rows = [(command.command_id, provider, seq, command.lead_key, now, now) for provider in providers]
         if rows:
-            db.executemany(
-                "INSERT INTO deliveries (command_id, provider, seq, lead_key, status, next_attempt_at, updated_at)"
-                " VALUES (?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (command_id, provider) DO NOTHING",
-                rows,
-            )
+            db.executemany(INSERT_PENDING_DELIVERY, rows)
 
     def note_duplicate(self, command_id: str) -> None:
         with self.transaction() as db:
