@@ -82,15 +82,19 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return sum(used.get(pid, 0.0) for pid in tree)
 
 
-def start_bare_flask(workdir: Path, workers: int, threads: int) -> Server:
-    (workdir / "bare_app.py").write_text(BARE_APP)
+def start_bare_flask(
+    workdir: Path, workers: int, threads: int, app_source: str = BARE_APP, name: str = "bare"
+) -> Server:
+    """A bare Flask app (`app_source`, a module with `create_app()`) under the project's gunicorn
+    settings; `name` names its module and log file, so several can share `workdir`."""
+    (workdir / f"{name}_app.py").write_text(app_source)
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "web" / "gunicorn_conf.py"),
                "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-               "bare_app:create_app()"]  # fmt: skip
+               f"{name}_app:create_app()"]  # fmt: skip
     # Both servers keep gunicorn's default access log (JSON lines, to their log file).
     env = {**os.environ, "PYTHONPATH": str(workdir)}
-    return Server(command, env, workdir / "bare.log", f"http://127.0.0.1:{port}")
+    return Server(command, env, workdir / f"{name}.log", f"http://127.0.0.1:{port}")
 
 
 def serve_config(workdir: Path, provider_url: str, workers: int, threads: int, **overrides: Any) -> Path:
