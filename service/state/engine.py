@@ -64,7 +64,9 @@ class Session(Protocol):
 class Engine(Protocol):
     dialect: Dialect
 
-    def transaction(self) -> Any: ...
+    def transaction(self, sync: bool = True) -> Any:
+        """A write transaction, durable when it returns; `sync=False`: committed (visible to
+        every reader) but on disk only with the next durable commit's flush."""
 
     def commit_together(self, work: Callable[[], T]) -> T:
         """Run `work` (the store's writes) in a write transaction, and return its result once that
@@ -267,7 +269,9 @@ class PostgresEngine:
         self.pool.open(wait=False)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
+    def transaction(self, sync: bool = True) -> Iterator[Session]:
+        """`sync` is the server's matter here: a commit returns once it is as durable as the
+        server's `synchronous_commit` makes it."""
         if self._nesting.depth:
             with self._nesting.join() as session:
                 yield session

@@ -13,6 +13,7 @@ import pytest
 from service.domain.command import LeadUpdateCommand
 from service.state import SqlStateStore, migrate
 from service.state.engine import PostgresEngine, SQLiteEngine
+from service.state.wal_sync import WalSync
 from tests.support_postgres import ScratchDatabase, postgres_server
 
 TABLES = (
@@ -119,3 +120,13 @@ def wait_until(condition: Any, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
+
+
+class CountingWalSync(WalSync):
+    """The real flush, counted."""
+
+    flushes = 0
+
+    def _flush(self) -> None:
+        super()._flush()
+        self.flushes += 1

@@ -10,7 +10,7 @@ from pathlib import Path
 from service.pipeline.ingest import Ingestor
 from service.state import SqlStateStore, migrate
 from service.state.engine import SQLiteEngine
-from tests.state.conftest import make_command
+from tests.state.conftest import CountingWalSync, make_command
 from tests.support import base_config, load
 
 
@@ -123,3 +123,24 @@ def test_claims_go_through_the_inbox_on_sqlite_only(tmp_path: Path) -> None:
     store = _open(tmp_path / "state.db")
     assert _ingestor(store, tmp_path).claims_in_queue
     store.close()
+
+
+def test_the_move_commits_without_a_flush_of_its_own_and_the_next_durable_commit_covers_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = _open(path)
+    store.engine.wal = wal = CountingWalSync(path)
+    command = make_command(1)
+    assert store.commit_together(lambda: store.enqueue_claimed(command, "cmd:generic:1", 3600))
+    assert wal.flushes == 1  # the accept is answered only once flushed
+
+    assert store.drain_inbox() == 1
+    moved = store.engine._local.last_commit
+    assert wal.flushes == 1
+    assert wal._flushed() < moved  # committed, visible, not yet flushed
+    assert _rows(path, "SELECT command_id FROM commands") == [("generic:1",)]
+
+    store.check_writable()  # any durable write transaction
+    assert wal.flushes == 2
+    assert wal._flushed() >= moved

@@ -16,18 +16,7 @@ from service.domain.state import StateUnavailable
 from service.state import SqlStateStore, migrate
 from service.state.engine import SQLiteEngine
 from service.state.group_commit import GroupCommit
-from service.state.wal_sync import WalSync
-from tests.state.conftest import wait_until
-
-
-class CountingWalSync(WalSync):
-    """The real flush, counted."""
-
-    flushes = 0
-
-    def _flush(self) -> None:
-        super()._flush()
-        self.flushes += 1
+from tests.state.conftest import CountingWalSync, wait_until
 
 
 def _engine(path: Path) -> SQLiteEngine:
