@@ -92,6 +92,10 @@ class StateStore(Protocol):
     def note_duplicate(self, command_id: str) -> None: ...
 
     # ---- dispatcher and ledger -----------------------------------------------------------
+    def drain_inbox(self) -> int:
+        """Move accepted commands waiting in the inbox on to the queue; how many moved (0 where
+        accepts write the queue directly)."""
+
     def claim_due_groups(
         self,
         now: float,

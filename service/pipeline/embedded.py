@@ -21,7 +21,7 @@ log = logging.getLogger("leadrelay.dispatcher")
 
 DATABASE_RETRY_SECONDS = 1.0
 CONFIRM_RETRY_SECONDS = 1.0  # a read-back that could not run (rate limited) is asked again this soon
-# After a tick that started nothing, a wake-up waits this many times that tick's duration.
+# After a tick that started nothing, a wake-up waits this many times that tick's CPU time.
 WAKE_REST_FACTOR = 10.0
 # Ticks caused by wake-ups are at least this far apart (at most 40 passes a second under load).
 WAKE_MIN_GAP_SECONDS = 0.025
@@ -162,6 +162,9 @@ class EmbeddedDispatcher:
             busy = set(self._busy)
         if free <= 0:
             return 0
+        # The clock is read after the move: a command accepted while this tick began is due
+        # now, not skipped as "not yet due" until a later tick.
+        self.store.drain_inbox()
         now = time.time()
         started = 0
         providers, max_groups = self._claimable(free, time.monotonic())
@@ -234,7 +237,7 @@ class EmbeddedDispatcher:
         woken_tick_at = 0.0
         while not self.stopping.is_set():
             metrics.heartbeat()  # liveness: /healthz on the metrics port fails if this stops
-            tick_started = time.monotonic()
+            tick_cpu_started = time.thread_time()
             try:
                 if unconfirmed is None:
                     unconfirmed = self.recover()
@@ -244,6 +247,7 @@ class EmbeddedDispatcher:
                     last_recover = time.monotonic()
                 started = self.tick()
                 tick_ended = time.monotonic()
+                tick_cost = time.thread_time() - tick_cpu_started
                 if time.monotonic() - last_gauges > 5:
                     self.update_gauges()
                     last_gauges = time.monotonic()
@@ -264,11 +268,13 @@ class EmbeddedDispatcher:
                 # the open deliveries of the providers that can send and each group it starts
                 # costs two commits; under load, waking on every enqueue would spend
                 # the CPU and the write lock on that. So wake-up ticks are 25 ms apart at least,
-                # and rest ten times the last tick's cost (a large backlog makes ticks slow).
-                # At light load neither delays anything.
+                # and rest ten times the last tick's CPU time (a large backlog makes ticks
+                # costly). CPU, not elapsed time: a tick that waited on the disk or was stalled
+                # by the machine cost nothing to repeat, and resting ten times such a wait
+                # delayed single events at light load by up to the poll interval.
                 now = time.monotonic()
                 rest = max(
-                    WAKE_REST_FACTOR * (tick_ended - tick_started) - (now - tick_ended),
+                    WAKE_REST_FACTOR * tick_cost - (now - tick_ended),
                     woken_tick_at + WAKE_MIN_GAP_SECONDS - now,
                 )
                 if rest > 0:

@@ -8,7 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -116,3 +119,69 @@ def test_the_dispatcher_delivers_on_enqueue_not_at_its_next_poll(tmp_path: Path,
         assert not os.path.exists(address)
     finally:
         sim.stop()
+
+
+def _known_lead(sim_url: str, email: str) -> str:
+    """A lead the simulator knows; its id (events address it by id: one call, no look-up)."""
+    answer = requests.post(f"{sim_url}/_sim/leads", json=[{"EmailAddress": email}], timeout=10)
+    answer.raise_for_status()
+    return str(answer.json()["ids"][0])
+
+
+def test_a_command_accepted_as_a_tick_begins_is_due_in_that_tick(service, lsq_sim) -> None:
+    lead_id = _known_lead(lsq_sim.url, "late@example.com")
+    store = service.runtime.store
+    dispatcher = service.dispatcher()
+    real_drain = store.drain_inbox
+    answers: list[int] = []
+
+    def drain_after_a_concurrent_accept() -> int:
+        if not answers:  # the tick's first move: a webhook is accepted just before it
+            event = {"lead": {"id": lead_id}, "changes": {"city": "Leeds"}}
+            answers.append(post_generic(service.url, event, "late-1").status_code)
+        return real_drain()
+
+    store.drain_inbox = drain_after_a_concurrent_accept
+    try:
+        # Due in this very tick: the clock is read after the move, not before it.
+        assert dispatcher.tick() == 1
+    finally:
+        del store.drain_inbox
+        dispatcher.shutdown()
+    assert answers == [202]
+    assert len(sim_calls(lsq_sim.url, "Lead.Update")) == 1
+
+
+def test_a_tick_that_waited_on_the_disk_does_not_hold_back_the_next_wake_up(
+    tmp_path: Path, make_service, lsq_sim
+) -> None:
+    lead_id = _known_lead(lsq_sim.url, "next@example.com")
+    # A poll interval far longer than the waits below: only a prompt wake-up delivers in time.
+    service = make_service(base_config(tmp_path, lsq_sim.url, dispatcher={"poll_interval_seconds": 600}))
+    store = service.runtime.store
+    real_polling = store.polling_deliveries
+    stall, stalled = threading.Event(), threading.Event()
+
+    def polling_after_a_disk_stall(now: float, limit: int) -> Any:
+        if stall.is_set() and not stalled.is_set():
+            time.sleep(0.6)  # the stall under test: a tick waiting, not computing
+            stalled.set()
+        return real_polling(now, limit)
+
+    store.polling_deliveries = polling_after_a_disk_stall
+    dispatcher = service.dispatcher()
+    loop = threading.Thread(target=dispatcher.run)
+    loop.start()
+    try:
+        wait_until(lambda: dispatcher.waiter.listening, what="the dispatcher listening")
+        stall.set()
+        dispatcher.waiter.wake()  # a tick that stalls, then finds nothing to start
+        wait_until(stalled.is_set, what="the stalled tick")
+        event = {"lead": {"id": lead_id}, "changes": {"city": "York"}}
+        assert post_generic(service.url, event, "next-1").status_code == 202
+        # Resting ten times the stalled tick's 0.6 s would take 6 s; its CPU time was a few ms.
+        wait_until(lambda: len(sim_calls(lsq_sim.url, "Lead.Update")) == 1, timeout=3, what="the call")
+    finally:
+        dispatcher.stop()
+        loop.join(30)
+        del store.polling_deliveries
