@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import measure, start_simulator  # noqa: E402
+from bench.ingest import add_load_arguments, measure, start_simulator  # noqa: E402
 from bench.loadgen import LoadResult  # noqa: E402
 from bench.servers import BARE_APP, bind_of, serve_config, start_bare_flask, start_serve  # noqa: E402
 
@@ -115,13 +115,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per server")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per server")
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    add_load_arguments(parser)
     parser.add_argument("--rounds", type=int, default=2, help="times each server is measured, alternating")
-    parser.add_argument("--max-rate", type=int, default=15000, help="requests prepared per second of run")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="leadrelay-bench-ceiling-"))

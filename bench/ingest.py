@@ -98,16 +98,21 @@ def start_simulator(documented_limit: bool) -> tuple[Any, ServedApp]:
     return sim_app, sim
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The load and server settings every ingest benchmark shares (what `measure` reads)."""
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per server")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per server")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--max-rate", type=int, default=15000, help="requests prepared per second of run")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_load_arguments(parser)
     parser.add_argument(
         "--provider-limit", choices=("documented", "none"), default="documented",
         help="(c): LeadSquared's 25 calls per 5 s, or none (the dispatcher's full speed)",
