@@ -102,7 +102,9 @@ class SQLiteEngine:
     under contention and were the whole ingest p99.
 
     Durability: WAL, and every write transaction returns only after an fdatasync of the WAL
-    that follows its COMMIT, so a commit survives a power cut as with `synchronous=FULL`.
+    that follows its COMMIT, so a commit survives a power cut as with `synchronous=FULL`
+    (unless the caller asks for `sync=False`: the inbox's move, which a lost commit leaves
+    to be done again).
     The sync is ours rather than SQLite's (`synchronous=NORMAL`) because SQLite syncs inside
     the write lock: one writer's disk flush would hold up every other writer. Ours runs after
     the lock is released, so the next writer's statements overlap it, and one flush covers
