@@ -11,6 +11,7 @@ prepared requests); a connection that runs out stops early and the result says s
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import shutil
 import socket
@@ -126,6 +127,9 @@ def _run_wrk(
     url_base: str, prepared: list[bytes], connections: int, duration: float, threads: int
 ) -> LoadResult:
     threads = max(1, min(threads, connections))
+    # wrk takes whole seconds only ("0.5s" is a usage error): a fraction is rounded up. The
+    # rate is computed from the duration wrk reports, so it stays exact.
+    duration = max(1, math.ceil(duration))
     with tempfile.TemporaryDirectory(prefix="leadrelay-wrk-") as tmp:
         folder = Path(tmp)
         for thread in range(threads):
