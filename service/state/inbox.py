@@ -101,8 +101,8 @@ class InboxMixin:
         # again. The next durable commit's flush (the dispatcher's claim, for one) covers it.
         # On the dispatcher's path from accept to provider call this is one disk wait fewer.
         with self.engine.transaction(sync=False) as db:
-            # Deleting first claims the rows: a concurrent mover (PostgreSQL) waits on them,
-            # then finds them gone, so each row is moved exactly once.
+            # Deleting first claims the rows: a mover in another process, waiting on the write
+            # lock, then finds them gone, so a committed move is never repeated.
             rows = sorted(
                 db.execute(
                     "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox ORDER BY id LIMIT ?)"
